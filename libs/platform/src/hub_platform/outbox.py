@@ -1,0 +1,153 @@
+"""Transactional outbox: events are written with the state change and published by a relay.
+
+The relay publishes rows in id order with an idempotent producer (acks=all),
+then deletes them. If it dies between publishing and deleting, the rows are
+published again on restart and the consumers' inboxes absorb the copies.
+Only one relay per service schema runs at a time (a PostgreSQL advisory lock),
+so replicas never publish the same key out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Mapping
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from hub_platform import metrics
+from hub_platform.logs import get_logger
+from hub_platform.settings import KafkaSettings
+
+log = get_logger(__name__)
+
+
+async def write_outbox(
+    conn: asyncpg.Connection,
+    *,
+    topic: str,
+    key: str,
+    value: bytes,
+    headers: Mapping[str, str] | None = None,
+    event_id: uuid.UUID | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, headers, value, event_id) VALUES ($1, $2, $3, $4, $5)",
+        topic, key, dict(headers or {}), value, event_id,
+    )
+
+
+def make_producer(kafka: KafkaSettings, **overrides: object) -> AIOKafkaProducer:
+    opts: dict[str, object] = {
+        **kafka.client_options(),
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 2,
+        "max_batch_size": 256 * 1024,
+        "request_timeout_ms": 15000,
+    }
+    opts.update(overrides)
+    return AIOKafkaProducer(**opts)
+
+
+class OutboxRelay:
+    """Publishes a service's outbox rows to Kafka, in order, at least once."""
+
+    def __init__(self, dsn: str, schema: str, kafka: KafkaSettings, service: str, *, batch: int = 500, poll_seconds: float = 0.5) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.kafka = kafka
+        self.service = service
+        self.batch = batch
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.is_leader = False
+        self.published = 0
+
+    def wake(self) -> None:
+        """Called after a handler's transaction committed: publish now rather than at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.service}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while not self._stopping:
+            try:
+                await self._lead_and_publish()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database or broker down: keep the rows, try again
+                self.is_leader = False
+                log.warning("outbox relay interrupted", error=repr(exc), retry_in=backoff)
+                await self._close_producer()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        await self._close_producer()
+
+    async def _close_producer(self) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+
+    async def _lead_and_publish(self) -> None:
+        conn = await asyncpg.connect(self.dsn, server_settings={"search_path": self.schema, "application_name": f"hub-{self.service}-relay"})
+        try:
+            await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+            while not self._stopping:
+                if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"{self.schema}.outbox"):
+                    break
+                await self._wait()
+            else:
+                return
+            self.is_leader = True
+            if self._producer is None:
+                self._producer = make_producer(self.kafka)
+                await self._producer.start()
+            while True:
+                published = await self._publish_once(conn)
+                if published == 0:
+                    if self._stopping:
+                        return
+                    await self._wait()
+        finally:
+            self.is_leader = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5)
+
+    async def _wait(self) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        self._wake.clear()
+
+    async def _publish_once(self, conn: asyncpg.Connection) -> int:
+        rows = await conn.fetch("SELECT id, topic, key, headers, value FROM outbox ORDER BY id LIMIT $1", self.batch)
+        metrics.OUTBOX_BACKLOG.labels(self.service).set(len(rows))
+        if not rows:
+            return 0
+        assert self._producer is not None
+        futures = []
+        for row in rows:
+            headers = [(k, str(v).encode()) for k, v in (row["headers"] or {}).items()]
+            futures.append(await self._producer.send(row["topic"], value=bytes(row["value"]), key=row["key"].encode(), headers=headers))
+        await asyncio.gather(*futures)
+        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        self.published += len(rows)
+        metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
+        return len(rows)

@@ -1,0 +1,241 @@
+"""Builds a hub service: Kafka consumer with the inbox/outbox processor, relay, HTTP endpoints.
+
+Every service's `main.py` is a few lines: its settings, its Router, the topics it
+reads, its migrations folder, and any extra HTTP routes. The ack policy is
+MANUAL: offsets are committed only after `BatchProcessor.process` returned,
+i.e. after the batch's database transaction committed (FastStream's Kafka
+default would acknowledge before the handler runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvicorn
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from hub_platform import db, metrics
+from hub_platform.consumer import BatchProcessor, Router
+from hub_platform.kafka_admin import ensure_topics
+from hub_platform.logs import configure_logging, get_logger
+from hub_platform.outbox import OutboxRelay
+from hub_platform.settings import KafkaSettings, ServiceSettings
+from hub_platform.telemetry import configure_tracing
+from hub_schema.topics import TopicNames
+
+log = get_logger(__name__)
+
+
+def _security(kafka: KafkaSettings) -> BaseSecurity | None:
+    import ssl
+
+    ctx = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        ctx = ssl.create_default_context(cafile=kafka.ssl_cafile)
+        if kafka.ssl_certfile:
+            ctx.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+    if kafka.sasl_mechanism:
+        user = kafka.sasl_username or ""
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[kafka.sasl_mechanism]
+        return cls(username=user, password=password, ssl_context=ctx)
+    if ctx is not None:
+        return BaseSecurity(ssl_context=ctx)
+    return None
+
+
+def _tolerant_record(record: ConsumerRecord) -> ConsumerRecord:
+    """FastStream decodes header values as UTF-8; a poison header must not kill the consumer."""
+    try:
+        for _, v in record.headers:
+            v.decode()
+        return record
+    except UnicodeDecodeError:
+        fixed = tuple((k, v.decode("utf-8", "replace").encode()) for k, v in record.headers)
+        return dataclasses.replace(record, headers=fixed)
+
+
+async def _parser(msg: tuple[ConsumerRecord, ...], original: Callable[..., Awaitable[Any]]) -> Any:
+    return await original(tuple(_tolerant_record(r) for r in msg))
+
+
+async def _decoder(msg: Any, original: Callable[..., Any]) -> Any:
+    """Bodies are parsed by hub_schema in the processor; skip FastStream's JSON decoding."""
+    return None
+
+
+class HubService:
+    """One hub service process: consumer group `settings.service_name`, its schema, its relay."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        router: Router,
+        *,
+        subscribe: Sequence[str],
+        migrations: Path | None,
+        routes: Sequence[BaseRoute] = (),
+        title: str = "",
+        on_started: Sequence[Callable[[HubService], Awaitable[None]]] = (),
+        background: Sequence[Callable[[HubService], Awaitable[None]]] = (),
+    ) -> None:
+        self.settings = settings
+        self.router = router
+        self.name = settings.service_name
+        self.topics = TopicNames(settings.kafka.topic_prefix)
+        self.subscribed = [self.topics(t) for t in subscribe]
+        self.migrations = migrations
+        self.extra_routes = list(routes)
+        self.title = title or f"hub {self.name}"
+        self.on_started = list(on_started)
+        self.background = list(background)
+        self._background_tasks: list[asyncio.Task[None]] = []
+        self.pool: asyncpg.Pool | None = None
+        self.started = False
+        self.broker = KafkaBroker(
+            settings.kafka.bootstrap_servers,
+            security=_security(settings.kafka),
+            graceful_timeout=settings.shutdown_grace_seconds,
+            client_id=f"hub-{self.name}",
+            logger=None,
+        )
+        self.relay = OutboxRelay(
+            settings.db.url.get_secret_value(), settings.schema, settings.kafka, self.name,
+            batch=settings.relay_batch, poll_seconds=settings.relay_poll_seconds,
+        )
+        self.processor: BatchProcessor | None = None
+        self._register_subscriber()
+
+    # -- consumer ---------------------------------------------------------------------------
+
+    def _register_subscriber(self) -> None:
+        subscriber = self.broker.subscriber(
+            *self.subscribed,
+            group_id=self.name,
+            batch=True,
+            max_records=self.settings.kafka.batch_max_records,
+            batch_timeout_ms=self.settings.kafka.batch_timeout_ms,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL,
+            parser=_parser,
+            decoder=_decoder,
+            title=f"{self.name}-ingest",
+            description=f"Every event the {self.name} service handles: " + ", ".join(sorted(self.router.handlers)),
+        )
+
+        @subscriber
+        async def on_batch(body: Any, message: KafkaMessage) -> None:
+            assert self.processor is not None, "service not started"
+            await self.processor.process(message.raw_message)
+            await message.ack()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        configure_logging(self.name, s.obs.log_level, s.obs.log_format)
+        configure_tracing(self.name, s.obs.otel_exporter, s.obs.otel_endpoint)
+        dsn = s.db.url.get_secret_value()
+        if s.kafka.create_topics:
+            await ensure_topics(s.kafka)
+        await db.migrate_async(dsn, s.schema, self.migrations)
+        self.pool = await db.create_pool(dsn, s.schema, min_size=s.db.pool_min, max_size=s.db.pool_max)
+        self.processor = BatchProcessor(
+            self.pool, self.router, consumer=self.name, producer=self.name, topics=self.topics,
+            attempts=s.transient_retry_attempts, after_commit=self.relay.wake,
+        )
+        await self.relay.start()
+        await self.broker.start()
+        for hook in self.on_started:
+            await hook(self)
+        for job in self.background:
+            self._background_tasks.append(asyncio.create_task(job(self)))
+        self.started = True
+        log.info("service started", topics=self.subscribed, http=f"{s.http_host}:{s.http_port}")
+
+    async def stop(self) -> None:
+        """Graceful: the batch in hand finishes and commits, then the relay drains."""
+        log.info("service stopping")
+        for task in self._background_tasks:
+            task.cancel()
+        for task in self._background_tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.broker.stop()
+        await self.relay.stop()
+        if self.pool is not None:
+            await self.pool.close()
+        self.started = False
+        log.info("service stopped")
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "alive", "service": self.name})
+
+    async def _readyz(self, request: Request) -> Response:
+        checks: dict[str, bool] = {"started": self.started}
+        try:
+            checks["kafka"] = bool(await self.broker.ping(timeout=2))
+        except Exception:
+            checks["kafka"] = False
+        try:
+            assert self.pool is not None
+            async with self.pool.acquire(timeout=2) as conn:
+                checks["database"] = await conn.fetchval("SELECT true")
+        except Exception:
+            checks["database"] = False
+        checks["processing"] = bool(self.processor and self.processor.healthy)
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    async def _asyncapi(self, request: Request) -> Response:
+        return Response(self.asyncapi_json(), media_type="application/json")
+
+    def asyncapi_json(self) -> str:
+        from faststream.specification import AsyncAPI
+
+        return AsyncAPI(self.broker, title=self.title, version="1.0.0", schema_version="3.0.0").to_json()
+
+    def asgi(self) -> Starlette:
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        routes: list[BaseRoute] = [
+            Route("/healthz", self._healthz),
+            Route("/readyz", self._readyz),
+            Route("/metrics", self._metrics),
+            Route("/asyncapi.json", self._asyncapi),
+            *self.extra_routes,
+        ]
+        return Starlette(routes=routes, lifespan=lifespan)
+
+    def run(self) -> None:
+        """Entry point: serve HTTP and consume until SIGTERM/SIGINT, then stop gracefully."""
+        uvicorn.run(
+            self.asgi(), host=self.settings.http_host, port=self.settings.http_port,
+            log_level="warning", access_log=False, timeout_graceful_shutdown=int(self.settings.shutdown_grace_seconds),
+        )
