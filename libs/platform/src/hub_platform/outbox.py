@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from hub_platform import metrics
+from hub_platform import failpoints, metrics
 from hub_platform.logs import get_logger
 from hub_platform.settings import KafkaSettings
 
@@ -147,6 +147,7 @@ class OutboxRelay:
             headers = [(k, str(v).encode()) for k, v in (row["headers"] or {}).items()]
             futures.append(await self._producer.send(row["topic"], value=bytes(row["value"]), key=row["key"].encode(), headers=headers))
         await asyncio.gather(*futures)
+        failpoints.hit("relay.after_publish")
         await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
         self.published += len(rows)
         metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))

@@ -29,13 +29,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from hub_platform import db, metrics
+from hub_platform import db, failpoints, metrics
 from hub_platform.consumer import BatchProcessor, Router
 from hub_platform.kafka_admin import ensure_topics
 from hub_platform.logs import configure_logging, get_logger
 from hub_platform.outbox import OutboxRelay
 from hub_platform.settings import KafkaSettings, ServiceSettings
 from hub_platform.telemetry import configure_tracing
+from hub_schema import Payload
 from hub_schema.topics import TopicNames
 
 log = get_logger(__name__)
@@ -93,6 +94,7 @@ class HubService:
         title: str = "",
         on_started: Sequence[Callable[[HubService], Awaitable[None]]] = (),
         background: Sequence[Callable[[HubService], Awaitable[None]]] = (),
+        emits: Sequence[type[Payload]] = (),
     ) -> None:
         self.settings = settings
         self.router = router
@@ -104,6 +106,7 @@ class HubService:
         self.title = title or f"hub {self.name}"
         self.on_started = list(on_started)
         self.background = list(background)
+        self.emits = list(emits)
         self._background_tasks: list[asyncio.Task[None]] = []
         self.pool: asyncpg.Pool | None = None
         self.started = False
@@ -138,10 +141,18 @@ class HubService:
             description=f"Every event the {self.name} service handles: " + ", ".join(sorted(self.router.handlers)),
         )
 
+        for model in self.emits:
+            # Documentation only (AsyncAPI): events are published by the outbox relay.
+            self.broker.publisher(
+                self.topics(model.TOPIC), title=f"{self.name}:{model.EVENT_TYPE}.v{model.VERSION}",
+                description=(model.__doc__ or "").strip(), schema=model,
+            )
+
         @subscriber
         async def on_batch(body: Any, message: KafkaMessage) -> None:
             assert self.processor is not None, "service not started"
             await self.processor.process(message.raw_message)
+            failpoints.hit("consumer.after_commit")
             await message.ack()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -213,7 +224,7 @@ class HubService:
     def asyncapi_json(self) -> str:
         from faststream.specification import AsyncAPI
 
-        return AsyncAPI(self.broker, title=self.title, version="1.0.0", schema_version="3.0.0").to_json()
+        return AsyncAPI(self.broker, title=self.title, version="1.0.0", schema_version="3.0.0").to_specification().to_json()
 
     def asgi(self) -> Starlette:
         @contextlib.asynccontextmanager

@@ -1,0 +1,42 @@
+# The hub's commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+STATE_DIR ?= var/local
+
+.PHONY: help install up down status test test-unit test-all contracts contracts-check demo bench faults clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+
+install: ## install uv if missing, the Python workspace (locked), and the Kafka jars
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user uv
+	$(UV) sync --locked
+	$(UV) run python -m hub_devstack fetch-kafka
+
+up: install ## start Kafka, PostgreSQL, the SMTP sink and the four services; Ctrl-C stops them
+	$(UV) run python -m hub_devstack up --state-dir $(STATE_DIR)
+
+down: ## stop a stack left running by `make up`
+	$(UV) run python -m hub_devstack down --state-dir $(STATE_DIR)
+
+status: ## what `make up` is running
+	$(UV) run python -m hub_devstack status --state-dir $(STATE_DIR)
+
+test: install ## unit, integration (real Kafka + PostgreSQL) and end-to-end tests; JUnit XML in reports/
+	@mkdir -p reports
+	$(UV) run pytest -m "not slow" --junitxml=reports/junit.xml $(PYTEST_ARGS)
+
+test-all: install ## everything, the long fault suite included
+	@mkdir -p reports
+	$(UV) run pytest --junitxml=reports/junit-all.xml $(PYTEST_ARGS)
+
+contracts: install ## export every event's JSON Schema and every service's AsyncAPI document to contracts/
+	$(UV) run python -m hub_platform.contracts export contracts
+
+contracts-check: install ## fail if the committed contracts and the code disagree
+	$(UV) run python -m hub_platform.contracts check contracts
+
+clean: ## remove local state, reports and caches of this checkout
+	rm -rf var reports .pytest_cache

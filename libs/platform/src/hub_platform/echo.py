@@ -1,0 +1,39 @@
+"""A minimal service on the platform: ping in, row + pong out. The walking skeleton and baselines use it.
+
+Run it as a process with `python -m hub_platform.echo` (settings from the environment).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hub_platform.consumer import HandlerContext, Router
+from hub_platform.service import HubService
+from hub_platform.settings import ServiceSettings
+from hub_schema import Event, topics
+from hub_schema.events.diagnostics import DiagPing, DiagPong
+
+router = Router()
+
+
+@router.on("diag.ping")
+async def on_ping(ctx: HandlerContext, event: Event[DiagPing]) -> None:
+    await ctx.conn.execute(
+        "INSERT INTO echo_pings (event_id, seq, entity_key) VALUES ($1, $2, $3)",
+        event.event_id, event.payload.seq, event.envelope.entity_key,
+    )
+    await ctx.emit(DiagPong(seq=event.payload.seq, ping_event_id=str(event.event_id)), entity_key=event.envelope.entity_key)
+
+
+class EchoSettings(ServiceSettings):
+    service_name: str = "echo"
+
+
+def build(settings: ServiceSettings | None = None) -> HubService:
+    return HubService(settings or EchoSettings(), router, subscribe=[topics.CRM_INGEST],
+                      migrations=Path(__file__).parent / "echo_migrations", emits=[DiagPong],
+                      title="hub echo (diagnostics)")
+
+
+if __name__ == "__main__":
+    build().run()

@@ -1,0 +1,16 @@
+"""Named crash points for fault tests: HUB_FAILPOINT=<name> makes the process SIGKILL itself there.
+
+Only the fault and walking-skeleton tests set it; it costs one dict lookup otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_ACTIVE = frozenset(filter(None, os.environ.get("HUB_FAILPOINT", "").split(",")))
+
+
+def hit(name: str) -> None:
+    if name in _ACTIVE:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,132 @@
+"""The walking skeleton, on the real broker and database (issue: shared contract and reliable messaging).
+
+ingest topic -> echo service -> its table + outbox -> relay -> output topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import asyncpg
+import pytest
+
+from hub_devstack.pytest_plugin import HubEnv, KafkaProbe, envelopes, running
+from hub_platform import echo
+from hub_platform.telemetry import trace_id_of_headers
+from hub_schema import make_event, topics
+from hub_schema.events.diagnostics import DiagPing
+
+pytestmark = pytest.mark.integration
+
+TRACEPARENT = "00-{}-b7ad6b7169203331-01"
+
+
+def ping(seq: int, key: str = "diag:1") -> object:
+    return make_event(DiagPing(seq=seq), org_id="org-1", entity_key=key, producer="test", origin="crm")
+
+
+async def count_rows(env: HubEnv, service: str = "echo") -> int:
+    conn = await asyncpg.connect(_admin_in(env))
+    try:
+        return await conn.fetchval(f"SELECT count(*) FROM {service}.echo_pings")
+    finally:
+        await conn.close()
+
+
+def _admin_in(env: HubEnv) -> str:
+    base, _, _ = env.admin_dsn.rpartition("/")
+    return f"{base}/{env.database}"
+
+
+async def _provision_echo(env: HubEnv) -> None:
+    from hub_devstack.provision import provision_service
+
+    env.dsns["echo"] = await provision_service(env.admin_dsn, env.database, "echo", "echo")
+
+
+async def test_event_flows_through_service_with_same_trace_id(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    await _provision_echo(hub_env)
+    trace_id = uuid.uuid4().hex
+    async with running(echo.build(hub_env.settings(echo.EchoSettings, "echo"))):
+        out = await kafka_probe.reader(topics.TASKS_EVENTS)
+        sent = ping(1)
+        await kafka_probe.send(sent, headers=[("traceparent", TRACEPARENT.format(trace_id).encode())])
+        records = await kafka_probe.collect(out, lambda rs: len(rs) >= 1)
+    pong = envelopes(records, "diag.pong")[0]
+    assert pong.payload.ping_event_id == str(sent.event_id)
+    assert pong.envelope.causation_id == sent.event_id
+    assert pong.envelope.correlation_id == sent.correlation_id
+    assert trace_id_of_headers(records[0].headers) == trace_id
+    assert await count_rows(hub_env) == 1
+
+
+async def test_same_event_twice_has_one_effect(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    await _provision_echo(hub_env)
+    async with running(echo.build(hub_env.settings(echo.EchoSettings, "echo"))):
+        out = await kafka_probe.reader(topics.TASKS_EVENTS)
+        sent = ping(1)
+        await kafka_probe.send(sent)
+        await kafka_probe.send(sent)
+        await kafka_probe.send(ping(2))  # a marker after the duplicate, on the same key/partition
+        records = await kafka_probe.collect(out, lambda rs: any(e.payload.seq == 2 for e in envelopes(rs)), settle=1.0)
+    assert sorted(e.payload.seq for e in envelopes(records)) == [1, 2]
+    assert await count_rows(hub_env) == 2
+
+
+async def test_bad_messages_are_dead_lettered_and_partition_keeps_flowing(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    await _provision_echo(hub_env)
+    async with running(echo.build(hub_env.settings(echo.EchoSettings, "echo"))):
+        out = await kafka_probe.reader(topics.TASKS_EVENTS)
+        dlq = await kafka_probe.reader(topics.DEAD_LETTERS)
+        await kafka_probe.send_raw(topics.CRM_INGEST, b'{"event_id": oops', key="diag:1")
+        unknown = ping(5).model_copy(update={"event_type": "diag.unheard_of"})
+        await kafka_probe.send(unknown, logical_topic=topics.CRM_INGEST)
+        await kafka_probe.send_raw(topics.CRM_INGEST, b"\xff\xfe not utf8", key="diag:1", headers=[("bad", b"\xff")])
+        await kafka_probe.send(ping(3))
+        good = await kafka_probe.collect(out, lambda rs: len(rs) >= 1)
+        dead = await kafka_probe.collect(dlq, lambda rs: len(rs) >= 3)
+    assert envelopes(good)[0].payload.seq == 3
+    codes = sorted(dict(r.headers)["x-dlq-code"].decode() for r in dead)
+    assert codes == ["malformed_json", "malformed_json", "unknown_event_type"]
+    reasons = {dict(r.headers)["x-dlq-code"].decode(): dict(r.headers)["x-dlq-reason"].decode() for r in dead}
+    assert "diag.unheard_of" in reasons["unknown_event_type"]
+    assert all(dict(r.headers)["x-dlq-consumer"] == b"echo" for r in dead)
+    assert any(r.value == b'{"event_id": oops' for r in dead), "the original bytes travel with the dead letter"
+
+
+def _spawn_echo(env: HubEnv, failpoint: str = "") -> subprocess.Popen[bytes]:
+    proc_env = {**os.environ, **env.env("echo"), "HUB_FAILPOINT": failpoint}
+    return subprocess.Popen([sys.executable, "-m", "hub_platform.echo"], env=proc_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _downstream_effects(env: HubEnv, probe: KafkaProbe, expected: int) -> tuple[int, int]:
+    """Count pongs on the topic and distinct pongs after an inbox (what a downstream consumer would apply)."""
+    out = await probe.reader(topics.TASKS_EVENTS)
+    records = await probe.collect(out, lambda rs: len({e.event_id for e in envelopes(rs)}) >= expected, timeout=60, settle=2.0)
+    return len(records), len({e.event_id for e in envelopes(records)})
+
+
+@pytest.mark.parametrize("failpoint", ["consumer.after_commit", "relay.after_publish"])
+async def test_sigkill_between_commit_and_publish_publishes_once(hub_env: HubEnv, kafka_probe: KafkaProbe, failpoint: str) -> None:
+    await _provision_echo(hub_env)
+    proc = _spawn_echo(hub_env, failpoint)
+    await kafka_probe.send(ping(1))
+    rc = await asyncio.to_thread(proc.wait, 90)
+    assert rc == -signal.SIGKILL, "the failpoint killed the service"
+    restarted = _spawn_echo(hub_env)
+    try:
+        on_topic, distinct = await _downstream_effects(hub_env, kafka_probe, expected=1)
+    finally:
+        restarted.terminate()
+        await asyncio.to_thread(restarted.wait, 30)
+    assert distinct == 1
+    assert await count_rows(hub_env) == 1
+    if failpoint == "relay.after_publish":
+        assert on_topic == 2, "published, killed before marking, published again: the inbox absorbs the copy"
+    else:
+        assert on_topic == 1
