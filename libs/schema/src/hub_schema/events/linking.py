@@ -12,7 +12,20 @@ from typing import Literal
 from pydantic import AwareDatetime, Field
 
 from hub_schema import topics
-from hub_schema.events.common import RecordId, RecordRef
+from hub_schema.events.common import (
+    EventTypeName,
+    JsonObject,
+    Name,
+    Part,
+    Percent,
+    PermissionProfile,
+    Reason,
+    ReasonCode,
+    RecordId,
+    RecordRef,
+)
+from hub_schema.events.notifications import MatchingReport
+from hub_schema.events.requests import FieldMapping
 from hub_schema.registry import Payload, event
 
 
@@ -27,6 +40,8 @@ class IntegrationChanged(Payload):
     changed_by: RecordId
     changed_at: AwareDatetime
     revision: int = Field(ge=1)
+    field_mapping: list[FieldMapping] | None = Field(None, description="The saved mapping (S6), when enabled.")
+    permissions: PermissionProfile | None = Field(None, description="What CRM users get in the PM tool (S3).")
 
 
 @event("linking.link.changed", topic=topics.LINKING_EVENTS)
@@ -47,3 +62,97 @@ class ResyncRequested(Payload):
     request_id: uuid.UUID
     portal_id: RecordId
     requested_by: RecordId
+
+
+# --- added by the linking service (additive; consumers may ignore them) -------------------------
+
+
+
+@event("linking.request.refused", topic=topics.LINKING_EVENTS)
+class LinkingRequestRefused(Payload):
+    """A request linking will not carry out, with the reason a person can act on.
+
+    Codes: not_admin, unknown_user, permission_denied, portal_unknown, portal_inactive,
+    plan_required (S17), invalid_field_mapping (S6), integration_disabled, stale_request,
+    not_found, already_linked, not_linked, contact_not_offered, contact_in_other_company,
+    no_client_company, duplicate_email (S19), crm_user_not_in_portal, use_switch_portal.
+    """
+
+    request_id: uuid.UUID
+    request_type: EventTypeName
+    acting_user_id: RecordId
+    reason_code: ReasonCode
+    reason: Reason
+    details: JsonObject = Field(default_factory=dict)
+
+
+class AssociableProjectItem(Part):
+    """A project offered for association (S4) with what the picker shows."""
+
+    project_id: RecordId
+    name: Name
+    status: str
+    progress_percent: Percent
+
+
+@event("linking.associable_projects.listed", topic=topics.LINKING_EVENTS)
+class AssociableProjectsListed(Payload):
+    """Answer to hub.projects.list_associable (S4): projects the user may associate, not yet linked."""
+
+    request_id: uuid.UUID
+    acting_user_id: RecordId
+    record: RecordRef
+    portal_id: RecordId
+    projects: list[AssociableProjectItem] = Field(max_length=1000)
+
+
+@event("linking.service_key.rotated", topic=topics.LINKING_EVENTS)
+class ServiceKeyRotated(Payload):
+    """The org's service key was replaced; the previous one stopped working (S24). Never carries the key."""
+
+    key_id: uuid.UUID
+    rotated_by: RecordId
+    rotated_at: AwareDatetime
+
+
+@event("linking.sync.stopped", topic=topics.LINKING_EVENTS)
+class SyncStopped(Payload):
+    """The integration was disabled (S7): links are hidden, nothing is deleted upstream, task sync stops."""
+
+    portal_id: RecordId
+    stopped_by: RecordId
+    stopped_at: AwareDatetime
+
+
+@event("linking.matching.completed", topic=topics.LINKING_EVENTS)
+class MatchingCompleted(Payload):
+    """Client ↔ account matching finished (S21/S22); the same report goes to the admin by e-mail."""
+
+    report: MatchingReport
+    requested_by: RecordId
+    projects_linked: int = Field(ge=0)
+
+
+@event("linking.project.associated", topic=topics.LINKING_EVENTS)
+class ProjectAssociated(Payload):
+    """A project was associated with a record (S4, S9): who was added and which commands went to the PM tool."""
+
+    request_id: uuid.UUID
+    acting_user_id: RecordId
+    portal_id: RecordId
+    project_id: RecordId
+    record: RecordRef
+    project_user_ids: list[RecordId] = Field(default_factory=list, max_length=1000)
+    crm_user_ids: list[RecordId] = Field(default_factory=list, max_length=1000)
+    client_contact_ids: list[RecordId] = Field(default_factory=list, max_length=1000)
+    command_ids: list[uuid.UUID] = Field(default_factory=list, max_length=100)
+
+
+@event("linking.project_creation.requested", topic=topics.LINKING_EVENTS)
+class ProjectCreationRequested(Payload):
+    """The hub asked the PM tool to create a project (S9, S14, S19); linked when the echo arrives."""
+
+    command_id: uuid.UUID
+    portal_id: RecordId
+    trigger: Literal["deal_won", "create_from_record"]
+    records: list[RecordRef] = Field(max_length=100)

@@ -1,0 +1,151 @@
+"""Asking the notification service to e-mail a person, and what became of it.
+
+Other services describe *what* to tell *whom* (`kind` + `data`); the
+notification service owns templates (Japanese and English), delivery, retries
+and de-duplication (one e-mail per `request_id`), and reports every outcome on
+notifications.outcomes for any subscriber.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field, StringConstraints, model_validator
+
+from hub_schema import topics
+from hub_schema.events.common import Email, JsonObject, Locale, Name, Part, Reason, RecordId
+from hub_schema.registry import Payload, event
+
+NotificationKind = Literal[
+    "subtask_update_failed",  # S10
+    "due_date_change_failed",  # S11
+    "task_update_failed",  # any other refused task change
+    "task_create_refused",  # S12
+    "duplicate_client_emails",  # S19
+    "project_creation_failed",  # S14 / S19
+    "integration_enable_refused",  # S3 / S17
+    "matching_report",  # S21/S22, with the .xlsx report
+    "import_outcome",  # S18
+    "sync_stopped",  # S7
+]
+
+OptionalNotificationKind = Literal["matching_report", "import_outcome", "sync_stopped"]
+"""Kinds a recipient may opt out of; every failure kind (S10, S11, S12, S19, ...) is always sent."""
+
+# What the notification service's templates read from `data`, per kind (keys marked * are required,
+# a request without them is dead-lettered with the reason; every kind may also carry `reason`,
+# `record_type`, `record_id`, `record_name` and `url`):
+#   subtask_update_failed   *task_name, task_id, parent_task_name, parent_task_id, project_name
+#   due_date_change_failed  *task_name, task_id, project_name, requested_due_date, current_due_date
+#   task_update_failed      *task_name, task_id, project_name
+#   task_create_refused     *task_name, project_name
+#   duplicate_client_emails *email, *contacts (list of names or {"id", "name"}), account_name, project_name
+#   project_creation_failed *project_name
+#   integration_enable_refused  portal_name, plan
+#   matching_report         portal_name (the report itself is `matching_report`)
+#   import_outcome          import_as, imported (int), failed (list of {"name", "email", "reason"})
+#   sync_stopped            portal_name, stopped_at
+
+
+class Recipient(Part):
+    """Who gets the e-mail; with no locale the service uses its default."""
+
+    user_id: RecordId | None = None
+    email: Email
+    name: Name | None = None
+    locale: Locale | None = None
+
+
+class MatchedClient(Part):
+    client_company_id: RecordId
+    client_name: Name
+    account_id: RecordId
+    account_name: Name
+
+
+class UnmatchedClient(Part):
+    client_company_id: RecordId
+    client_name: Name
+    reason_code: Literal["no_match", "ambiguous", "error"]
+    reason: Reason
+
+
+class MatchingReport(Part):
+    """Matched and unmatched clients with reasons; rendered as the .xlsx attachment (S22)."""
+
+    portal_id: RecordId
+    finished_at: AwareDatetime
+    matched: Annotated[list[MatchedClient], Field(max_length=1000)]
+    unmatched: Annotated[list[UnmatchedClient], Field(max_length=1000)]
+
+
+@event("notification.requested", topic=topics.NOTIFICATION_REQUESTS)
+class NotificationRequested(Payload):
+    """E-mail a person. `optional` ones (reports, outcomes) may be suppressed by the recipient's
+    preferences; non-optional ones are failures the person must hear about."""
+
+    request_id: uuid.UUID
+    kind: NotificationKind
+    optional: bool
+    recipient: Recipient
+    data: JsonObject = Field(default_factory=dict)
+    matching_report: MatchingReport | None = None
+
+    @model_validator(mode="after")
+    def _report_iff_matching(self) -> NotificationRequested:
+        if (self.kind == "matching_report") != (self.matching_report is not None):
+            raise ValueError("matching_report is required for kind matching_report and only for it")
+        return self
+
+
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=998)]
+
+
+@event("notification.sent", topic=topics.NOTIFICATION_OUTCOMES)
+class NotificationSent(Payload):
+    """The SMTP server accepted the e-mail."""
+
+    request_id: uuid.UUID
+    kind: NotificationKind
+    recipient_email: Email
+    message_id: MessageId
+    attempts: int = Field(ge=1)
+    sent_at: AwareDatetime
+
+
+@event("notification.failed", topic=topics.NOTIFICATION_OUTCOMES)
+class NotificationFailed(Payload):
+    """Delivery was given up: a permanent refusal or retries exhausted."""
+
+    request_id: uuid.UUID
+    kind: NotificationKind
+    recipient_email: Email
+    attempts: int = Field(ge=1)
+    error: Reason
+
+
+@event("notification.suppressed", topic=topics.NOTIFICATION_OUTCOMES)
+class NotificationSuppressed(Payload):
+    """Deliberately not sent."""
+
+    request_id: uuid.UUID
+    kind: NotificationKind
+    recipient_email: Email
+    reason_code: Literal["opted_out", "recipient_inactive", "duplicate"]
+    reason: Reason
+
+
+@event("hub.notification_preferences.change", topic=topics.HUB_REQUESTS)
+class NotificationPreferencesChange(Payload):
+    """A person opts out of (or back into) optional kinds of e-mail; failure e-mails cannot be turned off.
+
+    Applied per (email, kind) only if `changed_at` is newer than the stored change (out-of-order safe).
+    """
+
+    request_id: uuid.UUID
+    acting_user_id: RecordId
+    email: Email
+    kinds: Annotated[list[OptionalNotificationKind], Field(min_length=1, max_length=10)]
+    opted_out: bool
+    changed_at: AwareDatetime
