@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from hub_schema import topics
 from hub_schema.events.common import Email, JsonObject, Locale, Name, Part, Reason, RecordId
+from hub_schema.events.requests import Request
 from hub_schema.registry import Payload, event
 
 NotificationKind = Literal[
@@ -137,14 +138,12 @@ class NotificationSuppressed(Payload):
 
 
 @event("hub.notification_preferences.change", topic=topics.HUB_REQUESTS)
-class NotificationPreferencesChange(Payload):
+class NotificationPreferencesChange(Request):
     """A person opts out of (or back into) optional kinds of e-mail; failure e-mails cannot be turned off.
 
     Applied per (email, kind) only if `changed_at` is newer than the stored change (out-of-order safe).
     """
 
-    request_id: uuid.UUID
-    acting_user_id: RecordId
     email: Email
     kinds: Annotated[list[OptionalNotificationKind], Field(min_length=1, max_length=10)]
     opted_out: bool

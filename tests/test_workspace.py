@@ -1,0 +1,68 @@
+"""The workspace's shape: every package imports only what it declares, and each has the same layout."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = sorted(p.parent for p in ROOT.glob("*/*/pyproject.toml") if p.parent.parent.name in ("libs", "services", "tools"))
+SERVICES = ("identity", "linking", "tasks", "notifications")
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared(pyproject: Path) -> set[str]:
+    data = tomllib.loads(pyproject.read_text())
+    deps = data["project"].get("dependencies", [])
+    return {_normalise(re.split(r"[\s<>=!~\[;]", d, maxsplit=1)[0]) for d in deps}
+
+
+def _imports(src: Path) -> set[str]:
+    found: set[str] = set()
+    for file in src.rglob("*.py"):
+        tree = ast.parse(file.read_text(), filename=str(file))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_every_import_is_declared(package: Path) -> None:
+    own = {p.name for p in (package / "src").iterdir() if p.is_dir()}
+    declared = _declared(package / "pyproject.toml")
+    dists = packages_distributions()
+    undeclared = []
+    for module in sorted(_imports(package / "src") - own):
+        if module in sys.stdlib_module_names or module == "__future__":
+            continue
+        owners = {_normalise(d) for d in dists.get(module, [])}
+        if module.startswith("hub_"):
+            owners.add(_normalise(module.replace("_", "-")))
+        if not owners & declared:
+            undeclared.append(f"{module} (from {sorted(owners) or 'unknown distribution'})")
+    assert not undeclared, f"{package.name} imports what its pyproject.toml does not declare: {undeclared}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_has_the_same_shape(service: str) -> None:
+    base = ROOT / "services" / service
+    pkg = base / "src" / f"hub_{service}"
+    for path in (pkg / "settings.py", pkg / "domain.py", pkg / "storage.py", pkg / "handlers.py", pkg / "main.py",
+                 base / "migrations", base / "tests"):
+        assert path.exists(), f"services/{service} lacks {path.relative_to(base)}"
+    assert list((base / "migrations").glob("*.sql")), f"services/{service} has no migrations"
+    data = tomllib.loads((base / "pyproject.toml").read_text())
+    assert data["project"]["scripts"][f"hub-{service}"] == f"hub_{service}.main:main"
+    assert data["project"]["entry-points"]["hub.services"][service] == f"hub_{service}.main:build"
