@@ -1,0 +1,50 @@
+"""Builds the notification service: consumer (requests → delivery log), sender (background), HTTP API.
+
+Reads notifications.requests (notification.requested) and hub.requests (only
+hub.notification_preferences.change is handled; other requests are ignored).
+Publishes notifications.outcomes: notification.sent / failed / suppressed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hub_platform.service import HubService
+from hub_platform.settings import ServiceSettings
+from hub_schema import topics
+from hub_schema.events.notifications import NotificationFailed, NotificationSent, NotificationSuppressed
+
+from hub_notifications.api import Api
+from hub_notifications.handlers import make_router
+from hub_notifications.render import Renderer
+from hub_notifications.sender import run_sender
+from hub_notifications.settings import NotificationsSettings
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def build(settings: ServiceSettings | None = None) -> HubService:
+    if not isinstance(settings, NotificationsSettings):  # generic settings (contract export): add our defaults
+        settings = NotificationsSettings.model_validate(settings.model_dump()) if settings else NotificationsSettings()
+    router = make_router(Renderer(settings.templates_dir), default_locale=settings.default_locale,
+                         message_id_domain=settings.message_id_domain)
+    api = Api()
+    service = HubService(
+        settings, router,
+        subscribe=[topics.NOTIFICATION_REQUESTS, topics.HUB_REQUESTS],
+        migrations=MIGRATIONS,
+        routes=api.routes(),
+        background=[run_sender],
+        emits=[NotificationSent, NotificationFailed, NotificationSuppressed],
+        title="hub notifications (e-mail)",
+    )
+    api.service = service
+    return service
+
+
+def main() -> None:
+    build().run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The S21/S22 matching report as a real .xlsx workbook (XlsxWriter).
+
+Two sheets, named the same in every locale so programs can read them:
+"Matched" (client company → account) and "Unmatched" (client company, reason
+code, reason). Header labels follow the recipient's locale. The workbook's
+creation time is the report's `finished_at`, so the same request always yields
+the same bytes (a re-sent mail carries an identical attachment).
+"""
+
+from __future__ import annotations
+
+import io
+
+import xlsxwriter
+
+from hub_schema.events.notifications import MatchingReport
+
+HEADERS = {
+    "ja": {
+        "matched": ["クライアント会社ID", "クライアント会社名", "取引先ID", "取引先名"],
+        "unmatched": ["クライアント会社ID", "クライアント会社名", "理由コード", "理由"],
+    },
+    "en": {
+        "matched": ["Client company ID", "Client company", "Account ID", "Account"],
+        "unmatched": ["Client company ID", "Client company", "Reason code", "Reason"],
+    },
+}
+WIDTHS = {"matched": [22, 36, 22, 36], "unmatched": [22, 36, 14, 60]}
+
+
+def matching_report_xlsx(report: MatchingReport, locale: str) -> bytes:
+    buf = io.BytesIO()
+    wb = xlsxwriter.Workbook(buf, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
+    wb.set_properties({"title": f"Matching report {report.portal_id}", "created": report.finished_at.replace(tzinfo=None)})
+    bold = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
+    headers = HEADERS.get(locale, HEADERS["en"])
+
+    def sheet(name: str, key: str, rows: list[list[str]]) -> None:
+        ws = wb.add_worksheet(name)
+        ws.write_row(0, 0, headers[key], bold)
+        for col, width in enumerate(WIDTHS[key]):
+            ws.set_column(col, col, width)
+        for r, row in enumerate(rows, start=1):
+            for c, value in enumerate(row):
+                ws.write_string(r, c, value)
+        ws.freeze_panes(1, 0)
+        ws.autofilter(0, 0, max(len(rows), 1), len(headers[key]) - 1)
+
+    sheet("Matched", "matched", [[m.client_company_id, m.client_name, m.account_id, m.account_name] for m in report.matched])
+    sheet("Unmatched", "unmatched", [[u.client_company_id, u.client_name, u.reason_code, u.reason] for u in report.unmatched])
+    wb.close()
+    return buf.getvalue()

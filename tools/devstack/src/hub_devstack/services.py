@@ -1,0 +1,119 @@
+"""`make up`: the infrastructure plus every service as its own process, in the foreground.
+
+Each service runs from its own console script (`hub-identity`, ...) with its
+settings in environment variables, logs JSON lines to <state>/logs/<name>.log,
+and is recorded in stack.json, so Ctrl-C here or `make down` elsewhere stops
+everything by pid, services first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from . import _proc, stack
+
+SERVICE_PORTS: dict[str, int] = {"identity": 8081, "linking": 8082, "tasks": 8083, "notifications": 8084, "sandbox": 8090}
+
+
+def _script(name: str) -> str:
+    candidate = Path(sys.executable).parent / f"hub-{name}"
+    if not candidate.exists():
+        raise RuntimeError(f"{candidate} is missing: run `make install`")
+    return str(candidate)
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            return resp.status == 200
+    except Exception:
+        return False
+
+
+def start_services(state_dir: Path, info: dict[str, Any], timeout: float = 120.0) -> dict[str, dict[str, Any]]:
+    """Start (or reuse) each service process and wait until its /readyz answers 200."""
+    logs = state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    running = stack.status(state_dir)
+    started: dict[str, dict[str, Any]] = {}
+    for name, port in SERVICE_PORTS.items():
+        log_path = logs / f"{name}.log"
+        if running.get(name, {}).get("running"):
+            started[name] = {"pid": running[name]["pid"], "port": port, "log": str(log_path), "reused": True}
+            continue
+        env = {
+            **os.environ,
+            **info["services"][name]["env"],
+            "HUB_HTTP_PORT": str(port),
+            "HUB_OBS__LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+        }
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([_script(name)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stack.record_process(state_dir, name, proc.pid, log=log_path, stop_signal="SIGTERM", stop_timeout=30, port=port)
+        started[name] = {"pid": proc.pid, "port": port, "log": str(log_path), "proc": proc}
+    deadline = time.monotonic() + timeout
+    for name, rec in started.items():
+        while not _ready(rec["port"]):
+            proc = rec.get("proc")
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{_proc.tail(Path(rec['log']))}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready on :{rec['port']} after {timeout:.0f}s:\n{_proc.tail(Path(rec['log']))}")
+            time.sleep(0.3)
+    return started
+
+
+def print_summary(info: dict[str, Any], services: dict[str, dict[str, Any]], elapsed: float) -> None:
+    kafka, pg, smtp = info["kafka"], info["postgres"], info["smtp"]
+    print(f"\nsynchub is up ({elapsed:.1f}s)\n")
+    print(f"  Kafka bootstrap   {kafka['bootstrap_servers']}   (log {kafka['log']})")
+    print(f"  PostgreSQL        {pg['admin_dsn'].rsplit('/', 1)[0]}/{info['database']}   (log {pg['log']})")
+    print(f"  Mailbox (.eml)    {smtp['maildir']}   (SMTP sink on {smtp['host']}:{smtp['port']})")
+    for name, rec in services.items():
+        role = "sandbox CRM+PM" if name == "sandbox" else f"{name} service"
+        print(f"  {role:<17} http://127.0.0.1:{rec['port']}  (/readyz /metrics)   log {rec['log']}")
+    print("\n  Read API (Projects tab): http://127.0.0.1:8082/api/v1/openapi.json")
+    print("  Ctrl-C stops everything; from another shell: make down\n", flush=True)
+
+
+def up(state_dir: Path) -> int:
+    """Start everything, print where it is, wait in the foreground, stop everything on Ctrl-C/SIGTERM."""
+    state_dir = state_dir.resolve()
+    t0 = time.monotonic()
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        info = stack.start_infra(state_dir)
+        services = start_services(state_dir, info)
+    except Exception as exc:
+        print(f"make up failed: {exc}", file=sys.stderr)
+        stack.stop_all(state_dir)
+        return 1
+    print_summary(info, services, time.monotonic() - t0)
+    try:
+        while not stopping:
+            for name, rec in services.items():
+                proc = rec.get("proc")
+                if proc is not None and proc.poll() is not None and not rec.get("reported"):
+                    rec["reported"] = True
+                    print(f"!! {name} exited with {proc.returncode}; see {rec['log']}", file=sys.stderr, flush=True)
+            time.sleep(0.5)
+    finally:
+        print("stopping ...", flush=True)
+        stopped = stack.stop_all(state_dir)
+        print("stopped: " + ", ".join(stopped))
+    return 0

@@ -1,0 +1,23 @@
+"""Environment of the local stack (prefix HUB_LOCAL_), e.g. HUB_LOCAL_KAFKA_PORT=19092."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES: tuple[str, ...] = ("identity", "linking", "tasks", "notifications", "sandbox")
+DATABASE = "synchub"
+
+
+class DevstackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUB_LOCAL_", extra="ignore")
+
+    kafka_port: int = 9092
+    kafka_controller_port: int | None = Field(default=None, description="Default: kafka_port + 1.")
+    kafka_heap: str = "256m"
+    kafka_jvm_opts: str = Field(default="", description="Extra JVM flags, space-separated (override the defaults).")
+    pg_port: int = 5432
+    pg_fsync: bool = True
+    smtp_port: int = 1025
+    database: str = DATABASE
+    start_timeout: float = 120.0
