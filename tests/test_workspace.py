@@ -66,3 +66,27 @@ def test_every_service_has_the_same_shape(service: str) -> None:
     data = tomllib.loads((base / "pyproject.toml").read_text())
     assert data["project"]["scripts"][f"hub-{service}"] == f"hub_{service}.main:main"
     assert data["project"]["entry-points"]["hub.services"][service] == f"hub_{service}.main:build"
+
+
+def test_topic_catalog_names_every_services_subscriptions() -> None:
+    """The catalog is documentation people rely on: it must say who consumes what, truthfully."""
+    from importlib.metadata import entry_points
+
+    from hub_platform.settings import ServiceSettings
+    from hub_schema.topics import BY_NAME, TopicNames
+
+    names = TopicNames("")
+    wrong = []
+    for ep in entry_points(group="hub.services"):
+        if ep.name == "echo":
+            continue
+        service = ep.load()(ServiceSettings(service_name=ep.name))
+        for physical in service.subscribed:
+            topic = BY_NAME[names.logical(physical)]
+            if ep.name not in topic.consumers:
+                wrong.append(f"{ep.name} consumes {topic.name} but the catalog lists {topic.consumers}")
+        for model in service.emits:
+            topic = BY_NAME[model.TOPIC]
+            if ep.name not in topic.producers and "every service" not in topic.producers:
+                wrong.append(f"{ep.name} publishes {model.EVENT_TYPE} on {topic.name} but the catalog lists {topic.producers}")
+    assert not wrong, "\n".join(wrong)

@@ -12,9 +12,10 @@ from hub_platform.settings import KafkaSettings
 from hub_schema.topics import CATALOG, Topic, TopicNames
 
 
-async def ensure_topics(kafka: KafkaSettings, topics: Iterable[Topic] = CATALOG, replication_factor: int = 1, timeout: float = 60) -> list[str]:
+async def ensure_topics(kafka: KafkaSettings, topics: Iterable[Topic] = CATALOG, replication_factor: int | None = None, timeout: float = 60) -> list[str]:
     """Create missing topics; returns the names created. Safe to run from every replica at once."""
     names = TopicNames(kafka.topic_prefix)
+    replication_factor = replication_factor or kafka.replication_factor
     admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=15000)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

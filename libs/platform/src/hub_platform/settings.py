@@ -24,7 +24,8 @@ class KafkaSettings(BaseModel):
     ssl_keyfile: str | None = None
     batch_max_records: int = Field(500, ge=1, description="Records handled in one database transaction at most.")
     batch_timeout_ms: int = Field(50, ge=1)
-    create_topics: bool = True
+    create_topics: bool = Field(True, description="Create missing catalog topics at start-up (turn off where ops own topics).")
+    replication_factor: int = Field(1, ge=1, description="For topics the service creates; 3 on a real cluster.")
 
     def client_options(self) -> dict[str, object]:
         """Keyword arguments for aiokafka clients (security included)."""

@@ -43,7 +43,7 @@ CATALOG: tuple[Topic, ...] = (
     Topic(PM_COMMANDS, 6, "<entity type>:<PM record id or hub id>", ("identity", "linking", "tasks"),
           ("pm connector", "sandbox"), "Commands the hub sends to the PM side (create project, client user, task, ...)."),
     Topic(HUB_REQUESTS, 6, "org:<org id>", ("CRM UI / admin tools", "sandbox"),
-          ("identity", "linking", "tasks"), "Requests made by CRM users through the integration's UI: settings, imports, associations, resync."),
+          ("identity", "linking", "notifications"), "Requests made by CRM users through the integration's UI: settings, imports, associations, resync, notification preferences."),
     Topic(IDENTITY_EVENTS, 6, "<org id>:<subject>", ("identity",),
           ("linking", "tasks"), "User and customer mappings, permission profiles, import outcomes."),
     Topic(LINKING_EVENTS, 6, "<org id>:<subject>", ("linking",),
