@@ -5,6 +5,14 @@ Why it is shaped like this:
   crash anywhere replays the batch, and the inbox makes the replay harmless;
 - each event runs inside a savepoint, so one failing event is dead-lettered
   without undoing the others, and the partition keeps flowing;
+- the savepoints cost two round trips per event, so a batch is first tried
+  optimistically without them: inbox rows for the whole batch in one INSERT,
+  handlers in record order, the outbox rows written with one pipelined
+  `executemany` before the commit (same transaction, same id order). If any
+  handler raises, that attempt is rolled back entirely and the batch is run
+  again the careful way (savepoint per event, retries, dead letters), so the
+  guarantees do not change: inbox per event, outbox in the same transaction,
+  order per key, offsets only after the commit (see `bench/RESULTS.md`);
 - an outage of the database restarts the whole batch with backoff, forever:
   a message is never dead-lettered because the service could not reach its
   database (that would lose good work), only because of the message itself.
@@ -13,6 +21,7 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -25,13 +34,18 @@ from opentelemetry import trace
 
 from hub_platform import metrics
 from hub_platform.logs import get_logger
-from hub_platform.outbox import write_outbox
+from hub_platform.outbox import OutboxRow, write_outbox, write_outbox_rows
 from hub_platform.telemetry import context_from_headers, current_trace_headers, tracer
 from hub_schema import Envelope, Event, InvalidEvent, Payload, encode, make_event, parse_event
 from hub_schema.envelope import Origin
 from hub_schema.topics import DEAD_LETTERS, TopicNames
 
 log = get_logger(__name__)
+
+OPTIMISTIC_FALLBACKS = metrics.Counter(
+    "hub_batch_optimistic_fallbacks_total", "Batches re-run with one savepoint per event because a handler raised",
+    ["consumer"], registry=metrics.REGISTRY,
+)
 
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -78,6 +92,7 @@ class HandlerContext:
     producer: str
     topics: TopicNames
     emitted: list[Envelope] = field(default_factory=list)
+    outbox: list[OutboxRow] | None = None  # set on the optimistic batch path: rows are written at its end
 
     @property
     def log(self) -> structlog.stdlib.BoundLogger:
@@ -105,14 +120,13 @@ class HandlerContext:
             causation_id=incoming.event_id,
             event_id=event_id,
         )
-        await write_outbox(
-            self.conn,
-            topic=self.topics(topic or type(payload).TOPIC),
-            key=entity_key,
-            value=encode(envelope),
-            headers=current_trace_headers(),
-            event_id=envelope.event_id,
-        )
+        row = OutboxRow(self.topics(topic or type(payload).TOPIC), entity_key, current_trace_headers(), encode(envelope),
+                        envelope.event_id)
+        if self.outbox is not None:
+            self.outbox.append(row)
+        else:
+            await write_outbox(self.conn, topic=row.topic, key=row.key, value=row.value, headers=row.headers,
+                               event_id=row.event_id)
         self.emitted.append(envelope)
         return envelope
 
@@ -173,6 +187,7 @@ class BatchProcessor:
         topics: TopicNames,
         attempts: int = 5,
         after_commit: Callable[[], None] | None = None,
+        optimistic: bool = True,
     ) -> None:
         self.pool = pool
         self.router = router
@@ -181,6 +196,7 @@ class BatchProcessor:
         self.topics = topics
         self.attempts = attempts
         self.after_commit = after_commit or (lambda: None)
+        self.optimistic = optimistic
         self.healthy = True
 
     async def process(self, records: Iterable[Record]) -> None:
@@ -197,6 +213,9 @@ class BatchProcessor:
         backoff = 0.1
         while True:
             try:
+                if self.optimistic and await self._process_optimistic(parsed):
+                    self.healthy = True
+                    break
                 async with self.pool.acquire() as conn, conn.transaction():
                     for record, item in parsed:
                         if isinstance(item, InvalidEvent):
@@ -215,6 +234,80 @@ class BatchProcessor:
                 backoff = min(backoff * 2, 5.0)
         metrics.BATCH_SECONDS.labels(self.consumer).observe(time.perf_counter() - started)
         self.after_commit()
+
+    async def _process_optimistic(self, parsed: list[tuple[Record, Event[Any] | InvalidEvent]]) -> bool:
+        """The whole batch in one transaction without savepoints; False (and nothing committed) if a handler raised.
+
+        Infrastructure errors propagate (the caller retries the batch with backoff, as for the careful path).
+        """
+        handled = [(r, e) for r, e in parsed if not isinstance(e, InvalidEvent) and e.event_type in self.router.handlers]
+        outbox: list[OutboxRow] = []
+        async with self.pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                new: set[uuid.UUID] = set()
+                if handled:
+                    rows = await conn.fetch(
+                        "INSERT INTO inbox (consumer, event_id, event_type) "
+                        "SELECT $1, e, t FROM unnest($2::uuid[], $3::text[]) AS x(e, t) "
+                        "ON CONFLICT DO NOTHING RETURNING event_id",
+                        self.consumer, [e.event_id for _, e in handled], [e.event_type for _, e in handled],
+                    )
+                    new = {r["event_id"] for r in rows}
+                done: list[tuple[Event[Any], float]] = []
+                for record, item in parsed:
+                    if isinstance(item, InvalidEvent):
+                        await self._dead_letter(conn, record, item.code, item.reason, 1, outbox)
+                    elif item.event_type not in self.router.handlers:
+                        metrics.IGNORED.labels(self.consumer).inc()
+                    elif item.event_id not in new:
+                        metrics.SKIPPED.labels(self.consumer).inc()
+                        log.debug("duplicate event absorbed by inbox", event_id=str(item.event_id))
+                    else:
+                        new.discard(item.event_id)  # the same event twice in one batch: handled once
+                        if not await self._run_handler(conn, record, item, outbox):
+                            await tx.rollback()
+                            return False
+                        done.append((item, time.perf_counter()))
+                await write_outbox_rows(conn, outbox)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await tx.rollback()
+                raise
+            await tx.commit()
+        for event, _ in done:
+            metrics.PROCESSED.labels(self.consumer, event.event_type).inc()
+        return True
+
+    async def _run_handler(self, conn: asyncpg.Connection, record: Record, event: Event[Any], outbox: list[OutboxRow]) -> bool:
+        """One handler call of the optimistic path (same span and log context as the careful path)."""
+        env = event.envelope
+        structlog.contextvars.bind_contextvars(
+            event_id=str(env.event_id), event_type=env.event_type, correlation_id=str(env.correlation_id), org_id=env.org_id,
+        )
+        started = time.perf_counter()
+        try:
+            with tracer().start_as_current_span(
+                f"{self.consumer} handle {env.event_type}", context=context_from_headers(record.headers),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={"messaging.system": "kafka", "messaging.destination.name": record.topic,
+                            "messaging.kafka.offset": record.offset, "hub.event_id": str(env.event_id)},
+            ):
+                ctx = HandlerContext(conn=conn, event=event, consumer=self.consumer, producer=self.producer,
+                                     topics=self.topics, outbox=outbox)
+                try:
+                    await self.router.handlers[event.event_type](ctx, event)
+                except INFRASTRUCTURE_ERRORS:
+                    raise
+                except Exception as exc:  # PermanentError included: the careful path decides what to do with it
+                    log.info("optimistic batch falls back to one savepoint per event", error=repr(exc))
+                    OPTIMISTIC_FALLBACKS.labels(self.consumer).inc()
+                    return False
+            metrics.LATENCY.labels(self.consumer).observe(time.perf_counter() - started)
+            return True
+        finally:
+            structlog.contextvars.unbind_contextvars("event_id", "event_type", "correlation_id", "org_id")
 
     async def _handle_one(self, conn: asyncpg.Connection, record: Record, event: Event[Any]) -> None:
         handler = self.router.handlers[event.event_type]
@@ -266,13 +359,13 @@ class BatchProcessor:
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "event_type", "correlation_id", "org_id")
 
-    async def _dead_letter(self, conn: asyncpg.Connection, record: Record, code: str, reason: str, attempts: int) -> None:
+    async def _dead_letter(self, conn: asyncpg.Connection, record: Record, code: str, reason: str, attempts: int,
+                           outbox: list[OutboxRow] | None = None) -> None:
         metrics.DEAD_LETTERED.labels(self.consumer, code).inc()
         log.warning("dead-lettered", code=code, reason=reason, topic=record.topic, partition=record.partition, offset=record.offset)
-        await write_outbox(
-            conn,
-            topic=self.topics(DEAD_LETTERS),
-            key=self.consumer,
-            value=record.value or b"",
-            headers=dead_letter_headers(record, self.consumer, code, reason, attempts),
-        )
+        row = OutboxRow(self.topics(DEAD_LETTERS), self.consumer, dead_letter_headers(record, self.consumer, code, reason, attempts),
+                        record.value or b"", None)
+        if outbox is not None:
+            outbox.append(row)
+            return
+        await write_outbox(conn, topic=row.topic, key=row.key, value=row.value, headers=row.headers)

@@ -19,3 +19,4 @@ BATCH_SECONDS = Histogram("hub_batch_seconds", "Time to handle and commit one ba
 OUTBOX_PUBLISHED = Counter("hub_outbox_published_total", "Outbox rows published by the relay", ["service"], registry=REGISTRY)
 OUTBOX_BACKLOG = Gauge("hub_outbox_backlog", "Outbox rows waiting at the relay's last poll", ["service"], registry=REGISTRY)
 INFRA_RETRIES = Counter("hub_infrastructure_retries_total", "Batch retries after a database or broker outage", ["consumer"], registry=REGISTRY)
+CONSUMER_LAG = Gauge("hub_consumer_lag", "Records behind the partition's high watermark after the last batch", ["consumer", "topic", "partition"], registry=REGISTRY)

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -38,6 +39,23 @@ async def write_outbox(
         "INSERT INTO outbox (topic, key, headers, value, event_id) VALUES ($1, $2, $3, $4, $5)",
         topic, key, dict(headers or {}), value, event_id,
     )
+
+
+class OutboxRow(NamedTuple):
+    topic: str
+    key: str
+    headers: Mapping[str, str] | None
+    value: bytes
+    event_id: uuid.UUID | None
+
+
+async def write_outbox_rows(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
+    """Many rows in one pipelined round trip; executed in list order, so ids follow it (per-key order holds)."""
+    if rows:
+        await conn.executemany(
+            "INSERT INTO outbox (topic, key, headers, value, event_id) VALUES ($1, $2, $3, $4, $5)",
+            [(r.topic, r.key, dict(r.headers or {}), r.value, r.event_id) for r in rows],
+        )
 
 
 def make_producer(kafka: KafkaSettings, **overrides: object) -> AIOKafkaProducer:

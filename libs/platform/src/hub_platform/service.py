@@ -154,6 +154,22 @@ class HubService:
             await self.processor.process(message.raw_message)
             failpoints.hit("consumer.after_commit")
             await message.ack()
+            self._record_lag(message)
+
+    def _record_lag(self, message: Any) -> None:
+        """Lag per partition = high watermark - next offset to read (no broker round trip)."""
+        consumer = getattr(message, "consumer", None)
+        if consumer is None or not hasattr(consumer, "highwater"):
+            return
+        last: dict[tuple[str, int], int] = {}
+        for record in message.raw_message:
+            last[(record.topic, record.partition)] = record.offset
+        from aiokafka import TopicPartition
+
+        for (topic, partition), offset in last.items():
+            high = consumer.highwater(TopicPartition(topic, partition))
+            if high is not None:
+                metrics.CONSUMER_LAG.labels(self.name, self.topics.logical(topic), str(partition)).set(max(high - offset - 1, 0))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -56,7 +56,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from hub_devstack.kafka import KafkaServer
 
-    server = KafkaServer(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
+    # Every test makes its own prefixed topics (deleted again at its end); a larger heap than
+    # `make up`'s keeps a long run's metadata comfortable.
+    server = KafkaServer(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port(), heap="768m")
     try:
         yield server.start()
     finally:
@@ -140,7 +142,24 @@ async def hub_env(kafka_bootstrap: str, pg_admin_dsn: str) -> AsyncIterator[HubE
         env.dsns[service] = await provision_service(pg_admin_dsn, database, service, service)
     yield env
     with contextlib.suppress(Exception):
+        await delete_topics(kafka_bootstrap, env.topic_prefix)
+    with contextlib.suppress(Exception):
         await drop_database(pg_admin_dsn, database)
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Remove a test's topics so a long run does not pile up thousands of partitions on one broker."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,51 @@
+"""Entry point of the linking service: its settings, handlers, topics, migrations and read API.
+
+The API routes need the running service (pool, relay), so they are bound to it after
+construction; Starlette resolves them only when a request arrives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hub_linking import handlers
+from hub_linking.api import LinkingApi
+from hub_linking.settings import LinkingSettings
+from hub_platform.service import HubService
+from hub_platform.settings import ServiceSettings
+from hub_schema import topics
+from hub_schema.events import commands as cmd
+from hub_schema.events import linking
+from hub_schema.events.notifications import NotificationRequested
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+EMITS = [
+    linking.IntegrationChanged, linking.LinkChanged, linking.ResyncRequested, linking.LinkingRequestRefused,
+    linking.AssociableProjectsListed, linking.ServiceKeyRotated, linking.SyncStopped, linking.MatchingCompleted,
+    linking.ProjectAssociated, linking.ProjectCreationRequested,
+    cmd.PmProjectCreate, cmd.PmProjectUpdate, cmd.PmProjectAddUsers, cmd.PmProjectAddClientUsers,
+    cmd.PmClientUserCreate, NotificationRequested,
+]
+
+
+def build(settings: ServiceSettings | None = None) -> HubService:
+    settings = settings or LinkingSettings()
+    if not isinstance(settings, LinkingSettings):
+        settings = LinkingSettings(**settings.model_dump())
+    service = HubService(
+        settings, handlers.router,
+        subscribe=[topics.CRM_INGEST, topics.PM_INGEST, topics.HUB_REQUESTS, topics.IDENTITY_EVENTS],
+        migrations=MIGRATIONS, title="hub linking (record links, integration settings, Projects tab API)",
+        emits=EMITS,
+    )
+    service.extra_routes.extend(LinkingApi(service).routes())
+    return service
+
+
+def main() -> None:
+    build().run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Entry point of the task-mirroring service: what it reads, emits and serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hub_platform.service import HubService
+from hub_platform.settings import ServiceSettings
+from hub_schema import topics
+from hub_schema.events import commands as cmd
+from hub_schema.events.notifications import NotificationRequested
+from hub_schema.events.tasks import TaskMirrorDecided, TaskRequestRefused
+from hub_tasks import http
+from hub_tasks.handlers import router
+from hub_tasks.settings import TasksSettings
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def build(settings: ServiceSettings | None = None) -> HubService:
+    service = HubService(
+        settings or TasksSettings(), router,
+        subscribe=[topics.PM_INGEST, topics.CRM_INGEST, topics.LINKING_EVENTS, topics.IDENTITY_EVENTS],
+        migrations=MIGRATIONS,
+        emits=[cmd.CrmTaskCreate, cmd.CrmTaskUpdate, cmd.CrmNoteAdd, cmd.PmTaskCreate, cmd.PmTaskUpdate,
+               TaskMirrorDecided, TaskRequestRefused, NotificationRequested],
+        title="hub tasks (task mirroring)",
+    )
+    service.extra_routes.extend(http.routes(service))
+    return service
+
+
+def main() -> None:
+    build().run()
+
+
+if __name__ == "__main__":
+    main()
