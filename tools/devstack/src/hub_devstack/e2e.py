@@ -1,0 +1,190 @@
+"""The whole hub in one test: four services + the sandbox CRM/PM + an SMTP sink, on the real broker and DB.
+
+Every service runs its real ASGI app (so its read API is served over real HTTP)
+under uvicorn in the test's event loop; `quiesce()` waits until every consumer
+group has caught up and every outbox is empty, which is how end-to-end tests
+know "the system has finished reacting" without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import uvicorn
+
+from hub_devstack.pytest_plugin import HubEnv, free_port
+from hub_devstack.smtp_sink import SmtpSink
+
+SERVICES = ("identity", "linking", "tasks", "notifications", "sandbox")
+LINKING_ADMIN_TOKEN = "e2e-admin-token"
+
+
+def _build(name: str, env: HubEnv, extra: dict[str, str]) -> Any:
+    if name == "identity":
+        from hub_identity.main import build
+        from hub_identity.settings import IdentitySettings as S
+    elif name == "linking":
+        from hub_linking.main import build
+        from hub_linking.settings import LinkingSettings as S
+    elif name == "tasks":
+        from hub_tasks.main import build
+        from hub_tasks.settings import TasksSettings as S
+    elif name == "notifications":
+        from hub_notifications.main import build
+        from hub_notifications.settings import NotificationsSettings as S
+    else:
+        from hub_sandbox.main import build
+        from hub_sandbox.settings import SandboxSettings as S
+    return build(env.settings(S, name, **extra))
+
+
+@dataclass
+class HubStack:
+    env: HubEnv
+    smtp: SmtpSink
+    services: dict[str, Any] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    _servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = field(default_factory=list)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def maildir(self) -> Path:
+        return Path(self.smtp.maildir)
+
+    def sandbox(self, org_id: str = "org-1", acting_user_id: str | None = None) -> Any:
+        """A client acting in the sandbox's CRM and PM UIs (in-process, wakes the sandbox relay)."""
+        from hub_sandbox.client import SandboxClient
+
+        return SandboxClient.of(self.services["sandbox"], org_id=org_id, acting_user_id=acting_user_id)
+
+    def mails(self) -> list[EmailMessage]:
+        out = []
+        for path in sorted(self.maildir.glob("*.eml")):
+            out.append(email.message_from_bytes(path.read_bytes(), policy=email.policy.default))
+        return out  # type: ignore[return-value]
+
+    async def wait_for_mails(self, count: int, timeout: float = 60.0) -> list[EmailMessage]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            mails = self.mails()
+            if len(mails) >= count:
+                return mails
+            if loop.time() > deadline:
+                raise AssertionError(f"expected {count} mails, got {len(mails)}: {[m['Subject'] for m in mails]}")
+            await asyncio.sleep(0.2)
+
+    async def db(self, service: str) -> asyncpg.Connection:
+        return await asyncpg.connect(self.env.dsns[service])
+
+    async def lag(self) -> dict[str, int]:
+        """Records not yet consumed per consumer group, over the topics each group reads."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.env.bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.env.bootstrap, group_id=None)
+        await admin.start()
+        await consumer.start()
+        try:
+            out: dict[str, int] = {}
+            for name, service in self.services.items():
+                committed = await admin.list_consumer_group_offsets(name)
+                from aiokafka import TopicPartition
+
+                parts = []
+                for topic in service.subscribed:
+                    for p in consumer.partitions_for_topic(topic) or ():
+                        parts.append(TopicPartition(topic, p))
+                    if not consumer.partitions_for_topic(topic):
+                        await consumer._client.force_metadata_update()  # noqa: SLF001
+                        parts.extend(TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ())
+                ends = await consumer.end_offsets(parts) if parts else {}
+                out[name] = sum(max(end - (committed[tp].offset if tp in committed else 0), 0) for tp, end in ends.items())
+            return out
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    async def outbox_backlog(self) -> dict[str, int]:
+        out = {}
+        for name in self.services:
+            conn = await self.db(name)
+            try:
+                out[name] = await conn.fetchval("SELECT count(*) FROM outbox")
+            finally:
+                await conn.close()
+        return out
+
+    async def quiesce(self, timeout: float = 60.0, stable_checks: int = 2) -> None:
+        """Wait until nothing is in flight: no outbox rows, no consumer lag, twice in a row."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        stable = 0
+        while True:
+            backlog, lag = await self.outbox_backlog(), await self.lag()
+            if not any(backlog.values()) and not any(lag.values()):
+                stable += 1
+                if stable >= stable_checks:
+                    return
+            else:
+                stable = 0
+            if loop.time() > deadline:
+                raise AssertionError(f"the hub did not settle in {timeout}s: outbox {backlog}, lag {lag}")
+            await asyncio.sleep(0.3)
+
+    async def linking_api(self, path: str, key: str) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.url("linking"), timeout=10) as http:
+            return await http.get(path, headers={"Authorization": f"Bearer {key}"})
+
+    async def new_service_key(self, org_id: str = "org-1") -> str:
+        async with httpx.AsyncClient(base_url=self.url("linking"), timeout=10) as http:
+            resp = await http.post(f"/api/v1/orgs/{org_id}/service-key", headers={"Authorization": f"Bearer {LINKING_ADMIN_TOKEN}"})
+            resp.raise_for_status()
+            body = resp.json()
+            return body.get("key") or body["service_key"]
+
+
+@contextlib.asynccontextmanager
+async def hub_stack(env: HubEnv, tmp_path: Path) -> AsyncIterator[HubStack]:
+    smtp = SmtpSink(tmp_path / "mailbox", port=free_port())
+    smtp.start()
+    stack = HubStack(env=env, smtp=smtp)
+    extra = {
+        "HUB_SMTP__HOST": "127.0.0.1",
+        "HUB_SMTP__PORT": str(smtp.port),
+        "HUB_LINKING_ADMIN_TOKEN": LINKING_ADMIN_TOKEN,
+        "HUB_OBS__LOG_LEVEL": "warning",
+    }
+    try:
+        for name in SERVICES:
+            port = free_port()
+            service = _build(name, env, {**extra, "HUB_HTTP_PORT": str(port)})
+            server = uvicorn.Server(uvicorn.Config(service.asgi(), host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+            task = asyncio.create_task(server.serve())
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+            stack.services[name] = service
+            stack.ports[name] = port
+            stack._servers.append((server, task))
+        yield stack
+    finally:
+        for server, task in reversed(stack._servers):
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 30)
+        smtp.stop()
