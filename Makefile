@@ -1,7 +1,7 @@
 # The hub's commands. `make help` lists them.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 STATE_DIR ?= var/local
 
@@ -11,7 +11,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
 install: ## install uv if missing, the Python workspace (locked), and the Kafka jars
-	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user uv
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
 	$(UV) sync --locked
 	$(UV) run python -m hub_devstack fetch-kafka
 
@@ -32,11 +32,17 @@ test-all: install ## everything, the long fault suite included
 	@mkdir -p reports
 	$(UV) run pytest --junitxml=reports/junit-all.xml $(PYTEST_ARGS)
 
+faults: install ## the long fault suite: kills, broker/DB/SMTP restarts, bad inputs (HUB_FAULTS_EVENTS, HUB_FAULTS_KILLS); figures in docs/faults/LAST_RUN.md
+	$(UV) run pytest tests/faults -m slow -s $(PYTEST_ARGS)
+
 contracts: install ## export every event's JSON Schema and every service's AsyncAPI document to contracts/
 	$(UV) run python -m hub_platform.contracts export contracts
 
 contracts-check: install ## fail if the committed contracts and the code disagree
 	$(UV) run python -m hub_platform.contracts check contracts
+
+bench: install ## throughput, latency, lag and memory of the pipeline on the local stack; figures to bench/RESULTS.md
+	HUB_BENCH_COMMAND="make bench" $(UV) run python -m bench
 
 clean: ## remove local state, reports and caches of this checkout
 	rm -rf var reports .pytest_cache
