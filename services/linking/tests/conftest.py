@@ -1,3 +1,3 @@
-"""Fixtures of the linking tests; the harness itself lives in hub_linking.testing (importable under importlib mode)."""
+"""Fixtures of the linking tests; the harness itself lives in hub_devstack.harness.linking (importable under importlib mode)."""
 
-from hub_linking.testing import linking  # noqa: F401
+from hub_devstack.harness.linking import linking  # noqa: F401

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from hub_linking.testing import NO_PERMS, Harness
+from hub_devstack.harness.linking import NO_PERMS, Harness
 from hub_schema.events import identity, requests
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from hub_linking.testing import ADMIN_TOKEN, Harness, sha256
+from hub_devstack.harness.linking import ADMIN_TOKEN, Harness, sha256
 from hub_schema.events import requests
 
 pytestmark = pytest.mark.integration

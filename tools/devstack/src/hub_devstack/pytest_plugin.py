@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +33,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _server_dir(name: str) -> Path:
+    """A private folder for a session's server: not under pytest's basetemp, which a concurrent
+    pytest run may rotate away (it keeps only the newest three) while our server still uses it."""
+    return Path(tempfile.mkdtemp(prefix=f"synchub-test-{name}-"))
 
 
 def docker_engine_answers() -> bool:
@@ -58,11 +66,13 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     # Every test makes its own prefixed topics (deleted again at its end); a larger heap than
     # `make up`'s keeps a long run's metadata comfortable.
-    server = KafkaServer(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port(), heap="768m")
+    workdir = _server_dir("kafka")
+    server = KafkaServer(workdir, port=free_port(), controller_port=free_port(), heap="768m")
     try:
         yield server.start()
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -78,11 +88,13 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from hub_devstack.postgres import PostgresServer
 
-    server = PostgresServer(tmp_path_factory.mktemp("pg") / "data", port=free_port(), fsync=False)
+    workdir = _server_dir("pg")
+    server = PostgresServer(workdir / "data", port=free_port(), fsync=False)
     try:
         yield server.start()
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass

@@ -111,6 +111,11 @@ def up(state_dir: Path) -> int:
                 if proc is not None and proc.poll() is not None and not rec.get("reported"):
                     rec["reported"] = True
                     print(f"!! {name} exited with {proc.returncode}; see {rec['log']}", file=sys.stderr, flush=True)
+            procs = [rec.get("proc") for rec in services.values() if rec.get("proc") is not None]
+            if procs and all(p.poll() is not None for p in procs):
+                # every service is gone (`make down` from another shell, or all crashed): stop waiting
+                print("all services have exited", file=sys.stderr, flush=True)
+                break
             time.sleep(0.5)
     finally:
         print("stopping ...", flush=True)
