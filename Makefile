@@ -41,6 +41,9 @@ contracts: install ## export every event's JSON Schema and every service's Async
 contracts-check: install ## fail if the committed contracts and the code disagree
 	$(UV) run python -m hub_platform.contracts check contracts
 
+demo: ## tell a story through the FAQ against the stack `make up` runs (STATE_DIR); prints where to look
+	$(UV) run python -m hub_sandbox.demo --state-dir $(or $(HUB_STATE_DIR),$(STATE_DIR))
+
 bench: install ## throughput, latency, lag and memory of the pipeline on the local stack; figures to bench/RESULTS.md
 	HUB_BENCH_COMMAND="make bench" $(UV) run python -m bench
 

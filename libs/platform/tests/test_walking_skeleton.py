@@ -131,3 +131,29 @@ async def test_sigkill_between_commit_and_publish_publishes_once(hub_env: HubEnv
         assert on_topic == 2, "published, killed before marking, published again: the inbox absorbs the copy"
     else:
         assert on_topic == 1
+
+
+async def test_failing_handlers_are_dead_lettered_and_the_rest_of_the_batch_commits(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """A batch with a rejected and a crashing event: both dead-lettered (the crash after its retries), others applied once."""
+    await _provision_echo(hub_env)
+    from hub_schema.events.diagnostics import DiagPing as Ping
+
+    def note_ping(seq: int, note: str) -> object:
+        return make_event(Ping(seq=seq, note=note), org_id="org-1", entity_key="diag:1", producer="test", origin="crm")
+
+    settings = hub_env.settings(echo.EchoSettings, "echo", HUB_TRANSIENT_RETRY_ATTEMPTS="2")
+    # Everything is on the topic before the service starts, so it arrives as one batch.
+    for envelope in (ping(1), note_ping(2, "reject"), ping(3), note_ping(4, "crash"), ping(5)):
+        await kafka_probe.send(envelope)
+    async with running(echo.build(settings)):
+        out = await kafka_probe.reader(topics.TASKS_EVENTS)
+        dlq = await kafka_probe.reader(topics.DEAD_LETTERS)
+        pongs = await kafka_probe.collect(out, lambda rs: len(rs) >= 3, settle=1.0)
+        dead = await kafka_probe.collect(dlq, lambda rs: len(rs) >= 2, settle=1.0)
+    assert [e.payload.seq for e in envelopes(pongs)] == [1, 3, 5], "order per key kept, failing events left out"
+    by_code = {dict(r.headers)["x-dlq-code"].decode(): dict(r.headers) for r in dead}
+    assert set(by_code) == {"rejected_by_request", "handler_error"}
+    assert by_code["rejected_by_request"]["x-dlq-attempts"] == b"1"
+    assert by_code["handler_error"]["x-dlq-attempts"] == b"2"
+    assert b"asked the handler to crash" in by_code["handler_error"]["x-dlq-reason"]
+    assert await count_rows(hub_env) == 3

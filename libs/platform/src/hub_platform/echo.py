@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hub_platform.consumer import HandlerContext, Router
+from hub_platform.consumer import HandlerContext, PermanentError, Router
 from hub_platform.service import HubService
 from hub_platform.settings import ServiceSettings
 from hub_schema import Event, topics
@@ -18,6 +18,11 @@ router = Router()
 
 @router.on("diag.ping")
 async def on_ping(ctx: HandlerContext, event: Event[DiagPing]) -> None:
+    # Diagnostic pings can ask to fail, so the dead-letter paths can be exercised end to end.
+    if event.payload.note == "reject":
+        raise PermanentError("the ping asked to be rejected", code="rejected_by_request")
+    if event.payload.note == "crash":
+        raise RuntimeError("the ping asked the handler to crash")
     await ctx.conn.execute(
         "INSERT INTO echo_pings (event_id, seq, entity_key) VALUES ($1, $2, $3)",
         event.event_id, event.payload.seq, event.envelope.entity_key,

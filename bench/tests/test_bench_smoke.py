@@ -1,0 +1,39 @@
+"""Smoke test of the bench harness: a 200-event run through the echo service completes and reports a rate.
+
+Speed is never asserted here (figures are printed by `make bench`, not tested); this only
+proves the harness can start a service process, seed it, drive it and read its output.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import harness as h
+from bench.run import Pipeline, db_baselines
+from bench.scenarios import ECHO
+
+pytestmark = pytest.mark.integration
+
+
+async def test_200_events_through_echo_complete_with_a_positive_rate(kafka_bootstrap: str, pg_admin_dsn: str, tmp_path) -> None:
+    infra = h.Infra(kafka_bootstrap, pg_admin_dsn, "test")
+    dbs = h.Databases(infra)
+    try:
+        _, direct = await dbs.create(["echo"], "smoke_direct")
+        base = await db_baselines(ECHO, direct["echo"], 50)
+        assert base["db_per_event"] > 0 and base["db_platform_batch"] > 0
+        name, dsns = await dbs.create(["echo"], "smoke")
+        p = Pipeline(ECHO, infra, dsns["echo"], h.with_database(pg_admin_dsn, name), tmp_path)
+        try:
+            await p.start()
+            result = await p.max_rate(200, None)
+            assert result["complete"] == 1.0 and result["events"] == 200
+            assert result["steady_rate"] > 0
+            paced = await p.paced(100, 1.0, sample_lag=True)
+            assert paced["received"] == paced["sent"] > 0
+            assert paced["p50_ms"] > 0
+        finally:
+            await p.stop()
+        assert p.proc.peak_rss > 0
+    finally:
+        await dbs.drop_all()
