@@ -104,6 +104,8 @@ def up(state_dir: Path) -> int:
         stack.stop_all(state_dir)
         return 1
     print_summary(info, services, time.monotonic() - t0)
+    stopped_elsewhere = False
+    all_gone_since: float | None = None
     try:
         while not stopping:
             for name, rec in services.items():
@@ -113,12 +115,22 @@ def up(state_dir: Path) -> int:
                     print(f"!! {name} exited with {proc.returncode}; see {rec['log']}", file=sys.stderr, flush=True)
             procs = [rec.get("proc") for rec in services.values() if rec.get("proc") is not None]
             if procs and all(p.poll() is not None for p in procs):
-                # every service is gone (`make down` from another shell, or all crashed): stop waiting
-                print("all services have exited", file=sys.stderr, flush=True)
-                break
+                # Every service is gone. `make down` from another shell forgets them in stack.json while it
+                # stops everything: leave the rest to it (two stop_all at once race on stack.json). If they
+                # are still recorded a while later, they crashed: stop the infrastructure here.
+                recorded = set(stack.read_stack(state_dir).get("processes", {})) & set(services)
+                if not recorded:
+                    stopped_elsewhere = True
+                    print("stopped from another shell (make down)", flush=True)
+                    break
+                all_gone_since = all_gone_since or time.monotonic()
+                if time.monotonic() - all_gone_since > 5:
+                    print("all services have exited", file=sys.stderr, flush=True)
+                    break
             time.sleep(0.5)
     finally:
-        print("stopping ...", flush=True)
-        stopped = stack.stop_all(state_dir)
-        print("stopped: " + ", ".join(stopped))
+        if not stopped_elsewhere:
+            print("stopping ...", flush=True)
+            stopped = stack.stop_all(state_dir)
+            print("stopped: " + ", ".join(stopped))
     return 0
