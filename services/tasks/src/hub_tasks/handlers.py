@@ -125,8 +125,12 @@ async def refuse(ctx: HandlerContext, *, code: str, reason: str, acting_user_id:
     await ctx.emit(NotificationRequested(
         request_id=request_id, kind=notify_kind, optional=False,  # type: ignore[arg-type]
         recipient=Recipient(user_id=u["crm_user_id"], email=u["email"], name=u["name"], locale=u["locale"]),
+        # `task_name` (+ task_id, record_*) is what the notification templates read (hub_schema notifications.py).
         data={"reason_code": code, "reason": reason, "crm_task_id": crm_task_id, "pm_task_id": pm_task_id,
-              "task_title": title, "fields": list(fields)},
+              "task_title": title, "task_name": title or crm_task_id or pm_task_id or "-",
+              "task_id": crm_task_id or pm_task_id,
+              **({"record_type": record.record_type, "record_id": record.record_id} if record else {}),
+              "fields": list(fields)},
     ), entity_key=f"{org}:{request_id}")
 
 

@@ -1,0 +1,142 @@
+"""S10 (reopening a subtask of a closed parent) and S11 (due date in a fixed-schedule project), end to end.
+
+A CRM user's change the PM tool must refuse: the PM task is untouched, the CRM task is put back so both
+sides agree, and the acting user gets an e-mail naming the task (Japanese by default, English for `en`).
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub_devstack.e2e import HubStack, hub_stack
+from hub_devstack.pytest_plugin import HubEnv
+
+pytestmark = pytest.mark.e2e
+
+PROFILE = {"role": "manager", "permissions": ["add_task", "edit_project", "associate_project"]}
+SETTLE = 120.0
+
+
+async def linked_world(stack: HubStack, *, schedule_fixed: bool) -> Any:
+    """Ada (ja, admin) and Eve (en); account acc-1 linked to project prj-1."""
+    admin = stack.sandbox(acting_user_id="u-admin")
+    await admin.crm.upsert_user(id="u-admin", email="admin@example.com", name="Ada", active=True, is_admin=True, locale="ja")
+    await admin.crm.upsert_user(id="u-eve", email="eve@example.com", name="Eve", active=True, is_admin=False, locale="en")
+    await admin.pm.upsert_portal(id="p-1", name="Portal", plan="paid", active=True)
+    await admin.pm.upsert_portal_user(id="pu-admin", portal_id="p-1", email="admin@example.com", name="Ada", role="admin")
+    await admin.pm.upsert_portal_user(id="pu-eve", portal_id="p-1", email="eve@example.com", name="Eve")
+    await admin.crm.upsert_account(id="acc-1", name="Acme")
+    await admin.pm.upsert_project(id="prj-1", portal_id="p-1", name="Acme rollout", owner_id="pu-admin",
+                                  schedule_fixed=schedule_fixed)
+    await stack.quiesce(SETTLE)
+    await admin.request("hub.integration.enable", portal_id="p-1", field_mapping=[], permissions=PROFILE,
+                        deal_won_creates_project=False)
+    await stack.quiesce(SETTLE)
+    await stack.wait_for_mails(1)  # the matching report (S22) the admin gets on enabling
+    await admin.request("hub.project.associate", record_type="account", record_id="acc-1", project_id="prj-1")
+    await stack.quiesce(SETTLE)
+    return admin
+
+
+async def crm_task_for(admin: Any, subject: str) -> dict[str, Any]:
+    found = [t for t in await admin.crm.list("task") if t["subject"] == subject]
+    assert len(found) == 1, (subject, found)
+    return found[0]
+
+
+def text_of(mail: EmailMessage) -> str:
+    return mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def mails_to(stack: HubStack, address: str, *, after: set[str]) -> list[EmailMessage]:
+    """Mails to `address` whose Message-ID is not in `after` (the enable's matching report is not ours)."""
+    return [m for m in stack.mails() if address in str(m["To"]) and m["Message-ID"] not in after]
+
+
+def seen(stack: HubStack) -> set[str]:
+    return {m["Message-ID"] for m in stack.mails()}
+
+
+async def test_S10_reopening_subtask_of_closed_parent_is_refused_and_mailed(hub_env: HubEnv, tmp_path: Path) -> None:
+    async with hub_stack(hub_env, tmp_path) as stack:
+        admin = await linked_world(stack, schedule_fixed=False)
+        await admin.pm.upsert_task(id="pt-parent", project_id="prj-1", title="Launch", add_to_crm=True)
+        await stack.quiesce(SETTLE)
+        await admin.pm.upsert_task(id="pt-sub-ja", project_id="prj-1", title="Prepare slides", parent_task_id="pt-parent",
+                                   add_to_crm=True)
+        await admin.pm.upsert_task(id="pt-sub-en", project_id="prj-1", title="Book the venue", parent_task_id="pt-parent",
+                                   add_to_crm=True)
+        await stack.quiesce(SETTLE)
+        # In the PM tool the subtasks and then the parent are closed; that reaches the CRM.
+        for tid in ("pt-sub-ja", "pt-sub-en", "pt-parent"):
+            await admin.pm.update_task(tid, status="closed")
+        await stack.quiesce(SETTLE)
+        sub_ja = await crm_task_for(admin, "Prepare slides")
+        sub_en = await crm_task_for(admin, "Book the venue")
+        assert (sub_ja["status"], sub_en["status"], (await crm_task_for(admin, "Launch"))["status"]) == ("closed",) * 3
+        before = seen(stack)
+        assert all("照合" in m["Subject"] for m in stack.mails())  # only the enable's matching report so far
+
+        # Ada (ja) and Eve (en) reopen a subtask each in the CRM.
+        await admin.crm.update_task(sub_ja["id"], status="open")
+        await admin.as_user("u-eve").crm.update_task(sub_en["id"], status="open")
+        await stack.quiesce(SETTLE)
+        await stack.wait_for_mails(len(before) + 2)
+        await stack.quiesce(SETTLE)
+
+        # The PM tool still has them closed; the CRM tasks were put back to closed (both sides agree).
+        for pm_id in ("pt-sub-ja", "pt-sub-en", "pt-parent"):
+            assert (await admin.pm.get("task", pm_id))["status"] == "closed", pm_id
+        assert (await crm_task_for(admin, "Prepare slides"))["status"] == "closed"
+        assert (await crm_task_for(admin, "Book the venue"))["status"] == "closed"
+
+        ja = mails_to(stack, "admin@example.com", after=before)
+        en = mails_to(stack, "eve@example.com", after=before)
+        assert len(ja) == 1 and len(en) == 1, [(m["To"], m["Subject"]) for m in stack.mails()]
+        assert ja[0]["Subject"] == "[SyncHub] サブタスク「Prepare slides」を更新できませんでした"
+        assert "親タスク" in text_of(ja[0]) and "Prepare slides" in text_of(ja[0])
+        assert en[0]["Subject"] == '[SyncHub] Subtask "Book the venue" could not be updated'
+        assert "parent task is closed" in text_of(en[0]) and "Book the venue" in text_of(en[0])
+
+
+async def test_S11_due_date_change_in_fixed_schedule_project_is_refused_and_mailed(hub_env: HubEnv, tmp_path: Path) -> None:
+    async with hub_stack(hub_env, tmp_path) as stack:
+        admin = await linked_world(stack, schedule_fixed=True)
+        await admin.pm.upsert_task(id="pt-1", project_id="prj-1", title="Deliver report", due_date="2026-12-10",
+                                   add_to_crm=True)
+        await admin.pm.upsert_task(id="pt-2", project_id="prj-1", title="Final review", due_date="2026-12-20",
+                                   add_to_crm=True)
+        await stack.quiesce(SETTLE)
+        t1 = await crm_task_for(admin, "Deliver report")
+        t2 = await crm_task_for(admin, "Final review")
+        assert (t1["due_date"], t2["due_date"]) == ("2026-12-10", "2026-12-20")
+        before = seen(stack)
+
+        await admin.crm.update_task(t1["id"], due_date="2026-12-31")
+        await admin.as_user("u-eve").crm.update_task(t2["id"], due_date="2027-01-15")
+        await stack.quiesce(SETTLE)
+        await stack.wait_for_mails(len(before) + 2)
+        await stack.quiesce(SETTLE)
+
+        assert (await admin.pm.get("task", "pt-1"))["due_date"] == "2026-12-10"
+        assert (await admin.pm.get("task", "pt-2"))["due_date"] == "2026-12-20"
+        assert (await crm_task_for(admin, "Deliver report"))["due_date"] == "2026-12-10"
+        assert (await crm_task_for(admin, "Final review"))["due_date"] == "2026-12-20"
+
+        ja = mails_to(stack, "admin@example.com", after=before)
+        en = mails_to(stack, "eve@example.com", after=before)
+        assert len(ja) == 1 and len(en) == 1, [(m["To"], m["Subject"]) for m in stack.mails()]
+        assert ja[0]["Subject"] == "[SyncHub] タスク「Deliver report」の期日を変更できませんでした"
+        assert "スケジュールが固定" in text_of(ja[0])
+        assert en[0]["Subject"] == '[SyncHub] The due date of task "Final review" could not be changed'
+        assert "fixed schedule" in text_of(en[0])
+
+        # A change that is not a due date still goes through in the same project.
+        await admin.crm.update_task(t1["id"], subject="Deliver final report")
+        await stack.quiesce(SETTLE)
+        assert (await admin.pm.get("task", "pt-1"))["title"] == "Deliver final report"
+        assert len(stack.mails()) == len(before) + 2
