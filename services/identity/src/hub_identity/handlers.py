@@ -279,6 +279,9 @@ async def refuse_duplicates(ctx: HandlerContext, org: str, request: requests.Req
         "request_id": str(request.request_id), "request_type": event_type,
         "duplicates": [{"email": d.email, "records": [{"id": i, "name": n} for i, n in zip(d.record_ids, d.names)],
                         "existing_client_user_id": d.existing_client_user_id} for d in duplicates],
+        # required by the duplicate_client_emails template (hub_schema.events.notifications contract)
+        "email": ", ".join(d.email for d in duplicates), "reason": reason[:2000],
+        "contacts": [{"id": i, "name": n} for d in duplicates for i, n in zip(d.record_ids, d.names)],
     }
     notification_id = domain.notification_request_id(request.request_id, "duplicate_client_emails")
     await ctx.emit(NotificationRequested(

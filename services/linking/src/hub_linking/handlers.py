@@ -661,7 +661,10 @@ async def _check_duplicates(ctx: HandlerContext, event: Event[Any], actor: domai
         return
     names = {c["record_id"]: c["name"] for c in contacts}
     parts = [f"{email}: " + ", ".join(f"{names[i]} ({i})" for i in ids) for email, ids in dups.items()]
-    details = {"duplicates": [{"email": e, "contact_ids": ids} for e, ids in dups.items()]}
+    # `email` and `contacts` are what the duplicate_client_emails e-mail needs (notifications.py contract).
+    details = {"duplicates": [{"email": e, "contact_ids": ids} for e, ids in dups.items()],
+               "email": ", ".join(dups),
+               "contacts": [{"id": i, "name": names[i]} for ids in dups.values() for i in ids]}
     raise Refused("duplicate_email", "these contacts share an e-mail address (client-user e-mails are unique per "
                                      "portal): " + "; ".join(parts), details)
 
