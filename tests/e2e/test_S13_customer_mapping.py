@@ -57,11 +57,6 @@ async def test_S13_accounts_become_client_companies_and_contacts_client_users(hu
     assert users_after["c-2"]["client_company_id"] == companies["Globex"]["id"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "identity syncs only accounts/contacts upserted AFTER it saw linking.integration.changed(enabled); accounts that "
-    "existed before (or arrive while the enable is in flight) never become client companies until edited again. "
-    "A fix must agree with linking's S21/S22 matching (linking pairs by normalised name in its own customer_pairs, "
-    "identity pairs by exact name in customer_mappings), so it is a design change, not a one-line fix."))
 async def test_S13_accounts_that_existed_before_enabling_become_client_companies(hub_env: HubEnv, tmp_path: Path) -> None:
     async with hub_stack(hub_env, tmp_path) as stack:
         admin = stack.sandbox(acting_user_id="u-admin")
@@ -78,3 +73,26 @@ async def test_S13_accounts_that_existed_before_enabling_become_client_companies
 
     assert [c["name"] for c in companies] == ["Old Co"]
     assert [(u["email"], u["client_company_id"]) for u in users] == [("ono@old.test", companies[0]["id"])]
+
+
+async def test_S13_S21_an_account_matched_with_an_existing_client_is_adopted_not_created_twice(
+        hub_env: HubEnv, tmp_path: Path) -> None:
+    async with hub_stack(hub_env, tmp_path) as stack:
+        admin = stack.sandbox(acting_user_id="u-admin")
+        await admin.crm.upsert_user(id="u-admin", email="admin@example.com", name="Ada", active=True, is_admin=True, locale="en")
+        await admin.pm.upsert_portal(id="p-1", name="Portal", plan="paid", active=True)
+        await admin.pm.upsert_client_company(id="cc-acme", portal_id="p-1", name="ACME Inc.")
+        await admin.crm.upsert_account(id="a-1", name="Acme")  # linking matches it by normalised name, identity would not
+        await admin.crm.upsert_contact(id="c-1", account_id="a-1", last_name="Lee", email="lee@acme.test")
+        await stack.quiesce(120)
+        await admin.request("hub.integration.enable", portal_id="p-1", field_mapping=[], permissions=PROFILE,
+                            deal_won_creates_project=False)
+        await stack.quiesce(120)
+        await admin.crm.upsert_contact(id="c-2", account_id="a-1", last_name="Kim", email="kim@acme.test")
+        await stack.quiesce(120)
+        companies = await admin.pm.list("client_company")
+        users = await admin.pm.list("client_user")
+
+    assert [(c["id"], c["name"]) for c in companies] == [("cc-acme", "ACME Inc.")]  # adopted, no second company
+    assert sorted((u["extra"]["crm_record_id"], u["client_company_id"]) for u in users) == [
+        ("c-1", "cc-acme"), ("c-2", "cc-acme")]

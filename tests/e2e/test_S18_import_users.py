@@ -55,6 +55,15 @@ async def test_S18_import_crm_users_as_portal_users_and_as_client_users(
         client_users = await admin.pm.list("client_user")
         records = await kafka_probe.collect(
             identity_events, lambda rs: len(envelopes(rs, "identity.import.completed")) >= 4, settle=1.0)
+        mails = await stack.wait_for_mails(5)  # the matching report + one import outcome per import
+
+    outcome_mails = [m for m in mails if "user import finished" in str(m["Subject"]).lower()]
+    assert len(outcome_mails) == 4
+    assert {m["To"].addresses[0].addr_spec for m in outcome_mails} == {"admin@example.com"}
+    bodies = [m.get_body(preferencelist=("plain",)).get_content() for m in outcome_mails]
+    [first] = [b for b in bodies if "as portal users" in b and "Imported: 1" in b]  # r1: Cara in, Bob skipped
+    assert "Failed: 1" in first and "Bob <bob@example.com>" in first and "already a portal user" in first
+    assert sum("as client users" in b for b in bodies) == 2
 
     assert [u["id"] for u in portal_users_before] == ["pu-bob"]
     by_email = {u["email"].lower(): u for u in portal_users}

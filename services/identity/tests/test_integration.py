@@ -198,6 +198,14 @@ async def test_S18_import_portal_users_skips_one_already_there(hub_env: HubEnv, 
         assert [a.crm_user_id for a in done.added] == ["u-3"]
         assert [(s.crm_user_id, s.reason_code) for s in done.skipped] == [("u-4", "already_member"),
                                                                           ("u-404", "unknown_user")]
+        # The admin who asked is told the outcome (optional e-mail, S18).
+        await out.wait(lambda o: any(n.kind == "import_outcome" for n in o.payloads("notification.requested")))
+        [note] = [n for n in out.payloads("notification.requested") if n.kind == "import_outcome"]
+        assert note.optional is True and (note.recipient.user_id, note.recipient.email) == ("u-admin", "Admin@Org.example")
+        assert (note.data["import_as"], note.data["imported"]) == ("portal_user", 1)
+        assert [(f["user_id"], f["email"], f["reason_code"]) for f in note.data["failed"]] == [
+            ("u-4", "Saburo@Org.example", "already_member"), ("u-404", None, "unknown_user")]
+        assert all(f["reason"] for f in note.data["failed"])
         # The PM echo pairs the new portal user with the CRM user.
         await kafka_probe.send(ev(pm.PmPortalUserUpserted(portal_id=PORTAL, id="pu-3", email="jiro@org.example",
                                                           name="Jiro", role="manager", active=True, version=1,
@@ -250,6 +258,7 @@ async def test_S19_client_user_import_with_shared_email_refused_with_notificatio
     assert note.kind == "duplicate_client_emails" and note.optional is False
     assert (note.recipient.user_id, note.recipient.email, note.recipient.locale) == ("u-admin", "Admin@Org.example", "ja")
     assert note.data["duplicates"][0]["email"] == "sato@shared.example"
+    assert note.data["cause"] == "user_import"
     assert [r["id"] for r in note.data["duplicates"][0]["records"]] == ["u-5", "u-6"]
     assert not [e for e in out.events() if e.event_type.startswith("pm.")], "nothing half-created"
     assert not out.payloads("identity.import.completed")
@@ -398,3 +407,113 @@ async def test_S23_profile_at_time_t_read_api(hub_env: HubEnv, kafka_probe: Kafk
     assert earlier.json()["profile"] == {"role": "employee", "permissions": []}
     assert later.json()["profile"] == MANAGER.model_dump(mode="json")
     assert bad.status_code == 400
+
+
+def matching_done(matched: list[tuple[str, str, str]], unmatched: list[tuple[str, str, str]] = []) -> Any:  # noqa: B006
+    """linking.matching.completed as linking sends it: same key as linking.integration.changed."""
+    from hub_schema.events.notifications import MatchedClient, MatchingReport, UnmatchedClient
+
+    report = MatchingReport(
+        portal_id=PORTAL, finished_at=T0,
+        matched=[MatchedClient(client_company_id=cc, client_name=name, account_id=acc, account_name=name)
+                 for cc, acc, name in matched],
+        unmatched=[UnmatchedClient(client_company_id=cc, client_name=name, reason_code=code, reason=code)  # type: ignore[arg-type]
+                   for cc, name, code in unmatched])
+    return ev(linking.MatchingCompleted(report=report, requested_by="u-admin", projects_linked=0),
+              f"{ORG}:integration", "hub")
+
+
+async def test_S13_S21_matching_result_is_adopted_and_accounts_from_before_the_enable_sync_with_no_duplicate(
+        hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    service, out = await start(hub_env, kafka_probe)
+    async with running(service):
+        # Before the enable: a client company in the PM tool, two accounts and a contact in the CRM.
+        await kafka_probe.send(ev(pm.PmClientCompanyUpserted(portal_id=PORTAL, id="cc-1", name="ACME Inc.", version=1,
+                                                             **V), "client_company:cc-1", "pm"))
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-0", name="Old Co", version=1, **V), "account:acc-0"))
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-1", name="Acme", version=1, **V), "account:acc-1"))
+        await kafka_probe.send(ev(crm.CrmContactUpserted(id="con-1", account_id="acc-1", last_name="Lee",
+                                                         email="lee@acme.example", version=1, **V), "contact:con-1"))
+        # ... and a client linking will find ambiguous (two accounts named like it).
+        await kafka_probe.send(ev(pm.PmClientCompanyUpserted(portal_id=PORTAL, id="cc-7", name="Initech", version=1,
+                                                             **V), "client_company:cc-7", "pm"))
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-7", name="Initech", version=1, **V), "account:acc-7"))
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-8", name="Initech Inc.", version=1, **V),
+                                  "account:acc-8"))
+        await wait_db(hub_env, "SELECT count(*) = 4 FROM accounts")
+        await wait_db(hub_env, "SELECT true FROM client_companies WHERE id = 'cc-7'")
+        await wait_db(hub_env, "SELECT true FROM contacts WHERE id = 'con-1'")
+        await wait_db(hub_env, "SELECT true FROM client_companies WHERE id = 'cc-1'")
+        # The enable starts linking's matching; accounts arriving before its result wait for it.
+        await kafka_probe.send(ev(linking.IntegrationChanged(state="enabled", portal_id=PORTAL, changed_by="u-admin",
+                                                             changed_at=T0, revision=1, matching_pending=True),
+                                  f"{ORG}:integration", "hub"))
+        await wait_db(hub_env, "SELECT matching_pending FROM orgs WHERE org_id = $1 AND state = 'enabled'", ORG)
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-1", name="Acme", version=2, **V), "account:acc-1"))
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-2", name="Newco", version=1, **V), "account:acc-2"))
+        await wait_db(hub_env, "SELECT true FROM accounts WHERE id = 'acc-1' AND version = 2")
+        await wait_db(hub_env, "SELECT true FROM accounts WHERE id = 'acc-2'")
+        await out.wait(lambda o: True, settle=2.0)  # give a wrong create time to reach the topic
+        assert not out.payloads("pm.client_company.create"), "nothing is created while matching is pending"
+        assert not out.payloads("identity.customer_mapping.changed")
+        # Linking matched cc-1 <-> acc-1 (normalised names): identity adopts it and creates the rest.
+        await kafka_probe.send(matching_done([("cc-1", "acc-1", "Acme")], [("cc-7", "Initech", "ambiguous")]))
+        await out.wait(lambda o: len(o.payloads("pm.client_company.create")) == 3
+                       and bool(o.payloads("pm.client_user.create", crm_record_id="con-1")), settle=1.0)
+        adopted = out.payloads("identity.customer_mapping.changed", crm_id="acc-1")
+        assert [(m.state, m.pm_id) for m in adopted] == [("linked", "cc-1")]
+        # acc-7 is named exactly like the ambiguous cc-7: neither paired by name nor given a second "Initech".
+        assert sorted(c.crm_account_id for c in out.payloads("pm.client_company.create")) == ["acc-0", "acc-2", "acc-8"]
+        assert not out.payloads("identity.customer_mapping.changed", crm_id="acc-7")
+        assert out.payloads("pm.client_user.create", crm_record_id="con-1")[0].client_company_id == "cc-1"
+        # A contact added later to the matched account becomes a client user of the matched company.
+        await kafka_probe.send(ev(crm.CrmContactUpserted(id="con-2", account_id="acc-1", last_name="Kim",
+                                                         email="kim@acme.example", version=1, **V), "contact:con-2"))
+        await out.wait(lambda o: bool(o.payloads("pm.client_user.create", crm_record_id="con-2")))
+        assert out.payloads("pm.client_user.create", crm_record_id="con-2")[0].client_company_id == "cc-1"
+        # The same result again (a resync) creates and pairs nothing twice.
+        await kafka_probe.send(matching_done([("cc-1", "acc-1", "Acme")]))
+        await kafka_probe.send(crm_user("u-marker", "m@org.example"))
+        await out.wait(lambda o: bool(o.payloads("identity.user_access.changed", crm_user_id="u-marker")), settle=1.5)
+    assert len(out.payloads("pm.client_company.create")) == 3
+    assert len(out.payloads("pm.client_user.create")) == 2
+    assert len(out.payloads("identity.customer_mapping.changed", crm_id="acc-1")) == 1
+    assert await db_value(hub_env, "SELECT matching_pending FROM orgs WHERE org_id = $1", ORG) is False
+
+
+async def test_S13_S21_a_create_in_flight_when_matching_pairs_its_account_is_not_paired_twice(
+        hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    service, out = await start(hub_env, kafka_probe)
+    async with running(service):
+        await kafka_probe.send(ev(pm.PmClientCompanyUpserted(portal_id=PORTAL, id="cc-1", name="ACME Inc.", version=1,
+                                                             **V), "client_company:cc-1", "pm"))
+        await wait_db(hub_env, "SELECT true FROM client_companies WHERE id = 'cc-1'")
+        await enable(hub_env, kafka_probe)  # no matching follows this one
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-1", name="Acme", version=1, **V), "account:acc-1"))
+        await out.wait(lambda o: bool(o.payloads("pm.client_company.create", crm_account_id="acc-1")))
+        create = out.payloads("pm.client_company.create")[0]
+        # A resync's matching pairs acc-1 with cc-1 (normalised names) before the create's echo.
+        await kafka_probe.send(matching_done([("cc-1", "acc-1", "Acme")]))
+        await out.wait(lambda o: o.payloads("identity.customer_mapping.changed", crm_id="acc-1")[-1].state == "linked")
+        await kafka_probe.send(ev(pm.PmClientCompanyUpserted(portal_id=PORTAL, id="cc-new", name="Acme", version=1,
+                                                             command_id=create.command_id, **V),
+                                  "client_company:cc-new", "pm"))
+        await wait_db(hub_env, "SELECT true FROM client_companies WHERE id = 'cc-new'")
+        await kafka_probe.send(crm_user("u-marker", "m@org.example"))
+        await out.wait(lambda o: bool(o.payloads("identity.user_access.changed", crm_user_id="u-marker")), settle=1.5)
+    acc1 = out.payloads("identity.customer_mapping.changed", crm_id="acc-1")
+    assert [(m.state, m.pm_id) for m in acc1] == [("pending", None), ("linked", "cc-1")]
+    assert await db_value(hub_env, "SELECT pm_id FROM customer_mappings WHERE crm_id = 'acc-1'") == "cc-1"
+    assert await db_value(hub_env, "SELECT count(*) FROM pending_commands") == 0
+    assert [c.crm_account_id for c in out.payloads("pm.client_company.create")] == ["acc-1"]
+
+
+async def test_S13_re_enabling_without_matching_syncs_accounts_stored_while_disabled(
+        hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    service, out = await start(hub_env, kafka_probe)
+    async with running(service):
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-3", name="Stored Co", version=1, **V), "account:acc-3"))
+        await wait_db(hub_env, "SELECT true FROM accounts WHERE id = 'acc-3'")
+        await enable(hub_env, kafka_probe)
+        await out.wait(lambda o: bool(o.payloads("pm.client_company.create")), settle=1.0)
+    assert [(c.crm_account_id, c.name) for c in out.payloads("pm.client_company.create")] == [("acc-3", "Stored Co")]

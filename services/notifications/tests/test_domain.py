@@ -102,3 +102,22 @@ def test_report_workbook_is_deterministic_and_readable() -> None:
     wb = openpyxl.load_workbook(io.BytesIO(data))
     assert wb["Unmatched"]["B2"].value == '=HYPERLINK("x")'  # a string, never a formula
     assert wb["Unmatched"]["B2"].data_type == "s"
+
+
+@pytest.mark.parametrize("locale", ["en", "ja"])
+def test_S19_duplicate_emails_mail_reads_right_for_a_user_import_and_for_a_project(locale: str) -> None:
+    r = Renderer()
+    ctx = {"kind": "duplicate_client_emails", "locale": locale, "request_id": "r", "org_id": "o", "recipient": {},
+           "recipient_name": "", "report": None}
+    base = {"email": "eve@example.com", "contacts": [{"id": "u-eve", "name": "Eve"}]}
+    old = r.render("duplicate_client_emails", locale, {**ctx, "data": base})  # requests from before `cause`
+    project = r.render("duplicate_client_emails", locale, {**ctx, "data": {**base, "cause": "project_creation"}})
+    imported = r.render("duplicate_client_emails", locale, {**ctx, "data": {**base, "cause": "user_import"}})
+    assert (old.subject, old.text, old.html) == (project.subject, project.text, project.html)
+    project_words = {"en": "Creating a project", "ja": "プロジェクト作成"}[locale]
+    import_words = {"en": "Importing CRM users", "ja": "インポートは"}[locale]
+    assert project_words in project.text and import_words not in project.text
+    assert import_words in imported.text and project_words not in imported.text
+    assert import_words in imported.html
+    assert "Eve (ID: u-eve)" in imported.text and "eve@example.com" in imported.subject
+    assert imported.subject != project.subject

@@ -31,11 +31,33 @@ Decisions a reader needs to know (deliberate, tested where they matter):
   client users all together or not at all when e-mails collide; the collision is logged.
 - The initial profile comes with `hub.integration.enable` (S3) when an admin sent it;
   linking answers that request (accept / refuse), so identity emits no refusal for it.
+- Accounts that existed before the enable (S13 with S21/S22): linking owns client <-> account
+  matching (normalised names, its own customer_pairs) and reports it as
+  `linking.matching.completed`. Identity adopts that result instead of matching again:
+  (1) every matched pair becomes a `linked` account mapping (identity.customer_mapping.changed;
+  no company is created for it) and the account's contacts become client users of the matched
+  company (S19: an e-mail collision creates none of them, as in every automatic sync);
+  (2) every live account with no mapping row in the portal then goes the way of a new account
+  (pair with the unique unpaired client company of the same name, else `pm.client_company.create`),
+  except that a client linking reported `ambiguous` is not paired by name: an account named
+  like it waits (the admin has the report; editing the account or a resync settles it).
+  No duplicate company while matching runs: linking sets `matching_pending` on the
+  `linking.integration.changed` that starts matching (enable of a portal never matched,
+  switch) and sends the result on the same key, so identity sees them in order. While the
+  org's matching is pending, a new account is only stored and PM-side name pairing waits;
+  the matching result then adopts or creates it. An enable without matching (re-enable)
+  syncs the unmapped accounts at once. If a create was already in flight when a matching
+  result pairs its account (a resync racing a new account), the matched pair wins and the
+  created company's echo is not paired (logged), so the account keeps one company.
+- S18: the admin who asked for an import gets the optional `import_outcome` e-mail (what was
+  imported, who was not and why); a refused import (S19 duplicates) gets
+  `duplicate_client_emails` with `cause: "user_import"` instead.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timezone
 from typing import Any
 
@@ -221,13 +243,31 @@ async def on_portal_user_removed(ctx: HandlerContext, event: Event[pm.PmPortalUs
 @router.on("linking.integration.changed")
 async def on_integration_changed(ctx: HandlerContext, event: Event[linking.IntegrationChanged]) -> None:
     p, org = event.payload, event.org_id
-    if not await storage.apply_integration(ctx.conn, org, p.state, p.portal_id, p.revision):
+    pending = p.state == "enabled" and p.matching_pending
+    if not await storage.apply_integration(ctx.conn, org, p.state, p.portal_id, p.revision, pending):
         return
-    if p.state != "enabled":
+    if p.state != "enabled" or p.portal_id is None:
         return
     for user in await storage.crm_users_of_org(ctx.conn, org):
         if await rematch_user(ctx.conn, org, user["crm_user_id"]):
             await publish_access(ctx, org, user["crm_user_id"], p.changed_at)
+    if not pending:  # no matching will follow: accounts stored meanwhile sync now (S13)
+        await sync_unmapped_accounts(ctx, org, p.portal_id)
+
+
+@router.on("linking.matching.completed")
+async def on_matching_completed(ctx: HandlerContext, event: Event[linking.MatchingCompleted]) -> None:
+    """Adopt linking's client <-> account pairs, then sync every account still unmapped (see module doc)."""
+    report, org, conn = event.payload.report, event.org_id, ctx.conn
+    portal_id = await storage.portal_of(conn, org)
+    if portal_id is None or portal_id != report.portal_id:
+        log.info("matching result for a portal not in use ignored", portal_id=report.portal_id, current=portal_id)
+        return
+    await storage.set_matching_pending(conn, org, False)
+    for m in report.matched:
+        await adopt_matched_pair(ctx, org, portal_id, m.account_id, m.client_company_id)
+    ambiguous = {u.client_company_id for u in report.unmatched if u.reason_code == "ambiguous"}
+    await sync_unmapped_accounts(ctx, org, portal_id, ambiguous)
 
 
 async def change_profile(ctx: HandlerContext, org: str, profile: PermissionProfile, requested: datetime | None,
@@ -282,6 +322,8 @@ async def refuse_duplicates(ctx: HandlerContext, org: str, request: requests.Req
         # required by the duplicate_client_emails template (hub_schema.events.notifications contract)
         "email": ", ".join(d.email for d in duplicates), "reason": reason[:2000],
         "contacts": [{"id": i, "name": n} for d in duplicates for i, n in zip(d.record_ids, d.names)],
+        # the template tells a user import apart from a project creation (the default)
+        "cause": "user_import" if event_type == "hub.users.import" else "project_creation",
     }
     notification_id = domain.notification_request_id(request.request_id, "duplicate_client_emails")
     await ctx.emit(NotificationRequested(
@@ -351,9 +393,87 @@ async def on_users_import(ctx: HandlerContext, event: Event[requests.UsersImport
         added=[ImportedUser(crm_user_id=u.crm_user_id, email=normalise_email(u.email) or "") for u in plan.add],
         skipped=[SkippedUser(crm_user_id=i, reason_code=c, reason=r) for i, c, r in plan.skip],
     ), entity_key=f"{org}:import:{p.request_id}", org_id=org)
+    await notify_import_outcome(ctx, org, p, plan, rows)
+
+
+async def notify_import_outcome(ctx: HandlerContext, org: str, request: requests.UsersImport, plan: domain.ImportPlan,
+                                rows: dict[str, asyncpg.Record]) -> None:
+    """S18: tell the admin who asked what was imported and who was not, with the reason (optional e-mail)."""
+    actor = await storage.get_crm_user(ctx.conn, org, request.acting_user_id)
+    if actor is None:
+        return
+    failed = []
+    for crm_user_id, code, reason in plan.skip:
+        row = rows.get(crm_user_id)
+        failed.append({"user_id": crm_user_id, "name": row["name"] if row else None,
+                       "email": row["email"] if row else None, "reason_code": code, "reason": reason})
+    data: dict[str, Any] = {
+        "request_id": str(request.request_id), "import_as": request.import_as, "imported": len(plan.add),
+        "imported_users": [{"user_id": u.crm_user_id, "name": u.name, "email": u.email} for u in plan.add],
+        "failed": failed,
+    }
+    notification_id = domain.notification_request_id(request.request_id, "import_outcome")
+    await ctx.emit(NotificationRequested(
+        request_id=notification_id, kind="import_outcome", optional=True,
+        recipient=Recipient(user_id=actor["crm_user_id"], email=actor["email"], name=actor["name"],
+                            locale=actor["locale"]),
+        data=data,
+    ), entity_key=f"{org}:{notification_id}", org_id=org)
 
 
 # --- customers (S13) ---------------------------------------------------------------------------------
+
+
+async def sync_new_account(ctx: HandlerContext, org: str, portal_id: str, account_id: str, name: str,
+                           not_by_name: Collection[str] = ()) -> None:
+    """An account with no mapping: pair it with the unique unpaired company of its name, else create one (S13).
+
+    `not_by_name`: client companies that must not be paired by name (linking found them ambiguous);
+    an account named like one of them waits instead of getting a second company of that name.
+    """
+    conn = ctx.conn
+    same_name = await storage.unmapped_companies_named(conn, org, portal_id, name)
+    matches = [c for c in same_name if c["id"] not in not_by_name]
+    if len(matches) == 1:
+        await publish_mapping(ctx, org, portal_id, "account", account_id, matches[0]["id"], "linked")
+        await sync_account_contacts(ctx, org, portal_id, account_id)
+        return
+    if len(same_name) > len(matches):
+        log.info("account named like an ambiguous client waits", account_id=account_id)
+        return
+    command = cmd.PmClientCompanyCreate(command_id=uuid.uuid4(), portal_id=portal_id, name=name,
+                                        crm_account_id=account_id)
+    await send_command(ctx, org, command, f"client_company:{org}:{account_id}", "account", account_id)
+    await publish_mapping(ctx, org, portal_id, "account", account_id, None, "pending", command.command_id)
+
+
+async def sync_unmapped_accounts(ctx: HandlerContext, org: str, portal_id: str,
+                                 not_by_name: Collection[str] = ()) -> None:
+    """Every live account with no mapping row yet goes the way of a new account (existed before the enable)."""
+    for account in await storage.unmapped_accounts(ctx.conn, org, portal_id):
+        await sync_new_account(ctx, org, portal_id, account["id"], account["name"], not_by_name)
+
+
+async def adopt_matched_pair(ctx: HandlerContext, org: str, portal_id: str, account_id: str, company_id: str) -> None:
+    """Linking matched this account with this client company (S21/S22): identity pairs them the same way."""
+    conn = ctx.conn
+    mapping = await storage.get_mapping(conn, org, portal_id, "account", account_id)
+    if mapping is not None and mapping["state"] == "linked":
+        if mapping["pm_id"] != company_id:
+            log.warning("matched account already paired with another client company; kept",
+                        account_id=account_id, paired=mapping["pm_id"], matched=company_id)
+            return
+    else:
+        other = await storage.mapping_by_pm(conn, org, portal_id, "account", company_id)
+        if other is not None and other["crm_id"] != account_id:
+            log.warning("matched client company already paired with another account; kept",
+                        client_company_id=company_id, paired=other["crm_id"], matched=account_id)
+            return
+        if mapping is not None and mapping["state"] == "pending":
+            log.warning("matching paired an account whose client company was being created; the match wins",
+                        account_id=account_id, client_company_id=company_id)
+        await publish_mapping(ctx, org, portal_id, "account", account_id, company_id, "linked")
+    await sync_account_contacts(ctx, org, portal_id, account_id)
 
 
 @router.on("crm.account.upserted")
@@ -367,15 +487,10 @@ async def on_account(ctx: HandlerContext, event: Event[crm.CrmAccountUpserted]) 
         return
     mapping = await storage.get_mapping(conn, org, portal_id, "account", p.id)
     if mapping is None:
-        matches = await storage.unmapped_companies_named(conn, org, portal_id, p.name)
-        if len(matches) == 1:
-            await publish_mapping(ctx, org, portal_id, "account", p.id, matches[0]["id"], "linked")
-            await sync_account_contacts(ctx, org, portal_id, p.id)
+        if await storage.matching_pending(conn, org):
+            log.info("account waits for the matching result", account_id=p.id)
             return
-        command = cmd.PmClientCompanyCreate(command_id=uuid.uuid4(), portal_id=portal_id, name=p.name,
-                                            crm_account_id=p.id)
-        await send_command(ctx, org, command, f"client_company:{org}:{p.id}", "account", p.id)
-        await publish_mapping(ctx, org, portal_id, "account", p.id, None, "pending", command.command_id)
+        await sync_new_account(ctx, org, portal_id, p.id, p.name)
     elif mapping["state"] == "linked":
         company = await storage.get_row(conn, "client_companies", org_id=org, portal_id=portal_id, id=mapping["pm_id"])
         if company is not None and not company["deleted"] and company["name"] != p.name:
@@ -510,8 +625,15 @@ async def on_client_company(ctx: HandlerContext, event: Event[pm.PmClientCompany
         return
     if pending is not None and pending["command_type"] == "pm.client_company.create":
         account_id = pending["subject_id"]
+        mapping = await storage.get_mapping(conn, org, p.portal_id, "account", account_id)
+        if mapping is not None and mapping["state"] == "linked" and mapping["pm_id"] != p.id:
+            log.warning("created client company not paired: its account was paired meanwhile (matching)",
+                        account_id=account_id, client_company_id=p.id, paired=mapping["pm_id"])
+            return
     elif await storage.mapping_by_pm(conn, org, p.portal_id, "account", p.id) is not None:
         return  # already paired; the PM side's rename has no CRM command to go to
+    elif await storage.matching_pending(conn, org):
+        return  # linking's matching decides, identity adopts its result
     else:
         accounts = await storage.unmapped_accounts_named(conn, org, p.portal_id, p.name)
         if len(accounts) != 1:

@@ -40,14 +40,24 @@ async def get_org(conn: asyncpg.Connection, org_id: str) -> Row | None:
 
 
 async def apply_integration(conn: asyncpg.Connection, org_id: str, state: str, portal_id: str | None,
-                            revision: int) -> bool:
+                            revision: int, matching_pending: bool = False) -> bool:
     return bool(await conn.fetchval(
-        "INSERT INTO orgs (org_id, state, portal_id, integration_revision) VALUES ($1, $2, $3, $4) "
+        "INSERT INTO orgs (org_id, state, portal_id, integration_revision, matching_pending) "
+        "VALUES ($1, $2, $3, $4, $5) "
         "ON CONFLICT (org_id) DO UPDATE SET state = EXCLUDED.state, portal_id = EXCLUDED.portal_id, "
-        "integration_revision = EXCLUDED.integration_revision "
+        "integration_revision = EXCLUDED.integration_revision, matching_pending = EXCLUDED.matching_pending "
         "WHERE orgs.integration_revision < EXCLUDED.integration_revision RETURNING true",
-        org_id, state, portal_id, revision,
+        org_id, state, portal_id, revision, matching_pending,
     ))
+
+
+async def set_matching_pending(conn: asyncpg.Connection, org_id: str, pending: bool) -> None:
+    await conn.execute("UPDATE orgs SET matching_pending = $2 WHERE org_id = $1", org_id, pending)
+
+
+async def matching_pending(conn: asyncpg.Connection, org_id: str) -> bool:
+    """True while linking's client <-> account matching for the org's current portal has not reported yet."""
+    return bool(await conn.fetchval("SELECT matching_pending FROM orgs WHERE org_id = $1", org_id))
 
 
 async def portal_of(conn: asyncpg.Connection, org_id: str) -> str | None:
@@ -171,6 +181,14 @@ async def unmapped_accounts_named(conn: asyncpg.Connection, org_id: str, portal_
         "SELECT a.* FROM accounts a WHERE a.org_id = $1 AND NOT a.deleted AND lower(trim(a.name)) = lower(trim($3)) "
         "AND NOT EXISTS (SELECT 1 FROM customer_mappings m WHERE m.org_id = a.org_id AND m.portal_id = $2 "
         "AND m.kind = 'account' AND m.crm_id = a.id)", org_id, portal_id, name)
+
+
+async def unmapped_accounts(conn: asyncpg.Connection, org_id: str, portal_id: str) -> list[Row]:
+    """Live accounts with no mapping row at all in the portal (an `unlinked` row was unlinked on purpose)."""
+    return await conn.fetch(
+        "SELECT a.* FROM accounts a WHERE a.org_id = $1 AND NOT a.deleted AND a.name IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM customer_mappings m WHERE m.org_id = a.org_id AND m.portal_id = $2 "
+        "AND m.kind = 'account' AND m.crm_id = a.id) ORDER BY a.id", org_id, portal_id)
 
 
 async def get_mapping(conn: asyncpg.Connection, org_id: str, portal_id: str, kind: str, crm_id: str) -> Row | None:

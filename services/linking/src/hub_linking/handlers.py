@@ -111,7 +111,8 @@ async def notify(ctx: HandlerContext, org_id: str, actor: domain.Actor | None, k
         entity_key=f"{org_id}:{request_id}", org_id=org_id, origin="hub")
 
 
-def _integration_changed(row: asyncpg.Record, *, changed_by: str, previous: str | None = None) -> IntegrationChanged:
+def _integration_changed(row: asyncpg.Record, *, changed_by: str, previous: str | None = None,
+                         matching_pending: bool = False) -> IntegrationChanged:
     enabled = row["state"] == "enabled"
     return IntegrationChanged(
         state=row["state"], portal_id=row["portal_id"] if enabled else None,
@@ -120,13 +121,15 @@ def _integration_changed(row: asyncpg.Record, *, changed_by: str, previous: str 
         revision=row["revision"],
         field_mapping=[FieldMapping.model_validate(m) for m in row["field_mapping"]] if enabled else None,
         permissions=PermissionProfile.model_validate(row["permissions"]) if enabled else None,
+        matching_pending=matching_pending and enabled,
     )
 
 
-async def emit_integration(ctx: HandlerContext, org_id: str, changed_by: str, previous: str | None = None) -> None:
+async def emit_integration(ctx: HandlerContext, org_id: str, changed_by: str, previous: str | None = None,
+                           matching_pending: bool = False) -> None:
     row = await storage.get_integration(ctx.conn, org_id)
     assert row is not None
-    payload = _integration_changed(row, changed_by=changed_by, previous=previous)
+    payload = _integration_changed(row, changed_by=changed_by, previous=previous, matching_pending=matching_pending)
     await ctx.emit(payload, entity_key=f"{org_id}:integration", org_id=org_id, origin="hub")
 
 
@@ -189,48 +192,58 @@ async def on_lead(ctx: HandlerContext, event: Event[crm.CrmLeadUpserted]) -> Non
 async def on_deal(ctx: HandlerContext, event: Event[crm.CrmDealUpserted]) -> None:
     p = event.payload
     org = event.org_id
-    before = await ctx.conn.fetchrow(
-        "SELECT won, version FROM crm_records WHERE org_id = $1 AND record_type = 'deal' AND record_id = $2", org, p.id)
+    # Round trips: the stored deal's `won` is read in the statement that upserts it; when it turns won, the
+    # custom fields' kinds, the integration, the account and its pair are read in one statement, and the
+    # deal_projects + pending_commands rows are written in one.
     data = {"contact_ids": list(p.contact_ids), "stage": p.stage,
             "amount": float(p.amount) if p.amount is not None else None,
             "closing_date": p.closing_date.isoformat() if p.closing_date else None,
             "owner_id": p.owner_id, "custom_fields": p.custom_fields}
-    if not await _upsert_record(ctx, event, "deal", name=p.name, account_id=p.account_id, won=p.won, data=data):
+    before, applied = await storage.upsert_deal_keeping_before(
+        ctx.conn, {"org_id": org, "record_type": "deal", "record_id": p.id},
+        {"name": p.name, "account_id": p.account_id, "email": None, "won": p.won, "data": data, "deleted": False},
+        p.version)
+    if not applied:
         return  # stale
-    await storage.note_custom_fields(ctx.conn, org, "deals", {k: domain.value_kind(v) for k, v in p.custom_fields.items()})
+    kinds = {k: domain.value_kind(v) for k, v in p.custom_fields.items()}
     if p.won and not (before is not None and before["won"]):
-        await deal_won(ctx, org, p, data)
+        known, integ, account, company = await storage.deal_won_context(
+            ctx.conn, org, p.account_id if p.account_id else None, list(kinds))
+        await storage.note_custom_fields(ctx.conn, org, "deals", kinds, known)
+        await deal_won(ctx, org, p, data, (integ, account, company))
+    else:
+        await storage.note_custom_fields(ctx.conn, org, "deals", kinds)
 
 
-async def deal_won(ctx: HandlerContext, org: str, deal: crm.CrmDealUpserted, data: dict[str, Any]) -> None:
-    """S14: exactly one project per won deal, when the org turned it on and a mapping exists."""
-    integ = await storage.get_integration(ctx.conn, org)
+async def deal_won(ctx: HandlerContext, org: str, deal: crm.CrmDealUpserted, data: dict[str, Any],
+                   known: tuple[Any, Any, str | None]) -> None:
+    """S14: exactly one project per won deal, when the org turned it on and a mapping exists.
+
+    `known` = (the integration, the account (name + data) or None, the account's customer pair or None), read by
+    `storage.deal_won_context` (none of them is written by this handler)."""
+    integ, account, pair = known
     if integ is None or integ["state"] != "enabled" or not integ["deal_won_creates_project"]:
         return
     if not integ["field_mapping"]:
         ctx.log.info("deal won but no field mapping: no project", deal_id=deal.id)
         return
     command_id = uuid.uuid4()
-    inserted = await ctx.conn.fetchval(
-        "INSERT INTO deal_projects (org_id, deal_id, command_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true",
-        org, deal.id, command_id)
-    if not inserted:
-        return
     portal = integ["portal_id"]
-    account = await storage.get_record(ctx.conn, org, "account", deal.account_id) if deal.account_id else None
-    account_data = ({"name": account["name"], **account["data"]} if account else None)
-    draft = domain.project_from_mapping(integ["field_mapping"], {"name": deal.name, **data}, account_data)
     records = [RecordRef(record_type="deal", record_id=deal.id)]
     if deal.account_id:
         records.append(RecordRef(record_type="account", record_id=deal.account_id))
-    company = await storage.get_pair(ctx.conn, org, portal, "account", deal.account_id) if deal.account_id else None
+    if not await storage.claim_deal_project(ctx.conn, org, deal.id, command_id, portal,
+                                            {"records": [r.model_dump() for r in records], "trigger": "deal_won"}):
+        return
+    account = account if deal.account_id else None
+    account_data = ({"name": account["name"], **account["data"]} if account else None)
+    draft = domain.project_from_mapping(integ["field_mapping"], {"name": deal.name, **data}, account_data)
+    company = pair if deal.account_id else None
     await emit_command(ctx, cmd.PmProjectCreate(
         command_id=command_id, portal_id=portal, name=draft.name, description=draft.description,
         start_date=draft.start_date, end_date=draft.end_date, custom_fields=draft.custom_fields,
         linked_records=records, client_company_ids=[company] if company else []),
         f"project:{command_id}", org)
-    await storage.add_pending(ctx.conn, command_id, org, "create_project", portal,
-                              {"records": [r.model_dump() for r in records], "trigger": "deal_won"})
     await ctx.emit(ProjectCreationRequested(command_id=command_id, portal_id=portal, trigger="deal_won", records=records),
                    entity_key=f"{org}:deal:{deal.id}", org_id=org, origin="hub")
 
@@ -424,11 +437,12 @@ async def on_enable(ctx: HandlerContext, event: Event[requests.IntegrationEnable
     await storage.save_integration(ctx.conn, org, state="enabled", portal_id=p.portal_id, field_mapping=mapping,
                                    permissions=p.permissions.model_dump(), deal_won_creates_project=p.deal_won_creates_project,
                                    enabled_by=actor.crm_user_id)
-    await emit_integration(ctx, org, actor.crm_user_id, previous)
     current = await storage.get_integration(ctx.conn, org)
     assert current is not None
-    if p.portal_id not in current["matched_portals"]:
-        # First enable of this portal: match clients to accounts (S21/S22). Re-enabling does not resync (S7).
+    # First enable of this portal: match clients to accounts (S21/S22). Re-enabling does not resync (S7).
+    first_enable = p.portal_id not in current["matched_portals"]
+    await emit_integration(ctx, org, actor.crm_user_id, previous, matching_pending=first_enable)
+    if first_enable:
         await run_matching(ctx, org, p.portal_id, actor)
 
 
@@ -481,7 +495,7 @@ async def on_switch(ctx: HandlerContext, event: Event[requests.IntegrationSwitch
     await ctx.conn.execute(
         """UPDATE integrations SET portal_id = $2, enabled_by = $3, revision = revision + 1, changed_at = now()
            WHERE org_id = $1""", org, p.new_portal_id, actor.crm_user_id)
-    await emit_integration(ctx, org, actor.crm_user_id, p.current_portal_id)
+    await emit_integration(ctx, org, actor.crm_user_id, p.current_portal_id, matching_pending=True)
     await run_matching(ctx, org, p.new_portal_id, actor)
 
 
@@ -542,8 +556,9 @@ async def run_matching(ctx: HandlerContext, org: str, portal_id: str, admin: dom
                                              reason_code=outcome.outcome, reason=outcome.reason))  # type: ignore[arg-type]
     await storage.mark_matched(conn, org, portal_id)
     report = MatchingReport(portal_id=portal_id, finished_at=now(), matched=matched[:1000], unmatched=unmatched[:1000])
+    # Same key as linking.integration.changed: identity must see the enable (matching_pending) before the result.
     await ctx.emit(MatchingCompleted(report=report, requested_by=admin.crm_user_id, projects_linked=linked),
-                   entity_key=f"{org}:matching:{portal_id}", org_id=org, origin="hub")
+                   entity_key=f"{org}:integration", org_id=org, origin="hub")
     await notify(ctx, org, admin, "matching_report", optional=False,
                  data={"counts": {"matched": len(matched), "unmatched": len(unmatched)}}, report=report)
 
@@ -826,7 +841,7 @@ async def on_create_from_record(ctx: HandlerContext, event: Event[requests.Proje
             actor = await storage.get_actor(ctx.conn, event.org_id, event.payload.acting_user_id)
             await notify(ctx, event.org_id, actor, "duplicate_client_emails", optional=False,
                          data={"reason": exc.reason, **exc.details, "record_id": event.payload.record_id,
-                               "project_name": event.payload.name})
+                               "project_name": event.payload.name, "cause": "project_creation"})
 
 
 async def _create_from_record(ctx: HandlerContext, event: Event[requests.ProjectCreateFromRecord]) -> None:

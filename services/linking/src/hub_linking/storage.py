@@ -95,19 +95,91 @@ async def contacts_of_account(conn: asyncpg.Connection, org_id: str, account_id:
            ORDER BY record_id""", org_id, account_id)
 
 
-async def note_custom_fields(conn: asyncpg.Connection, org_id: str, module: str, kinds: dict[str, str]) -> None:
+async def note_custom_fields(conn: asyncpg.Connection, org_id: str, module: str, kinds: dict[str, str],
+                             known: dict[str, str] | None = None) -> None:
+    """Merge the kinds seen into the stored ones. The stored kinds are read in one statement (each field's write
+    touches only its own row, so reading them all first reads what the field-by-field reads would), unless given
+    in `known` (field -> stored kind, fields not stored left out)."""
     from hub_linking.domain import merge_kind
 
+    if not kinds:
+        return
+    if known is None:
+        known = await stored_kinds(conn, org_id, module, list(kinds))
     for field, kind in kinds.items():
-        old = await conn.fetchval(
-            "SELECT value_kind FROM crm_custom_fields WHERE org_id = $1 AND module = $2 AND field = $3",
-            org_id, module, field)
+        old = known.get(field)
         new = merge_kind(old, kind)
         if new != old:
             await conn.execute(
                 """INSERT INTO crm_custom_fields (org_id, module, field, value_kind) VALUES ($1, $2, $3, $4)
                    ON CONFLICT (org_id, module, field) DO UPDATE SET value_kind = EXCLUDED.value_kind""",
                 org_id, module, field, new)
+
+
+async def stored_kinds(conn: asyncpg.Connection, org_id: str, module: str, fields: list[str]) -> dict[str, str]:
+    rows = await conn.fetch("SELECT field, value_kind FROM crm_custom_fields WHERE org_id = $1 AND module = $2 "
+                            "AND field = ANY($3::text[])", org_id, module, fields)
+    return {r["field"]: r["value_kind"] for r in rows}
+
+
+async def upsert_deal_keeping_before(conn: asyncpg.Connection, keys: dict[str, Any], values: dict[str, Any],
+                                     version: int) -> tuple[asyncpg.Record | None, bool]:
+    """`SELECT won, version` of the stored deal and `upsert_versioned` of it in one statement: (before, applied).
+
+    Every part of one statement reads the same snapshot, so `before` is the row as it was before the upsert."""
+    cols = [*keys, *values, "version"]
+    params = [*keys.values(), *values.values(), version]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(params) + 1))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*values, "version"])
+    sql = (f"WITH before AS (SELECT won, version FROM crm_records WHERE org_id = $1 AND record_type = $2 AND record_id = $3), "
+           f"up AS (INSERT INTO crm_records ({', '.join(cols)}) VALUES ({placeholders}) "
+           f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates} "
+           f"WHERE crm_records.version < EXCLUDED.version RETURNING true AS applied) "
+           f"SELECT (SELECT applied FROM up) AS applied, b.won, b.version, b.won IS NOT NULL AS found "
+           f"FROM (SELECT 1) AS one LEFT JOIN before b ON true")
+    assert list(keys) == ["org_id", "record_type", "record_id"]
+    r = await conn.fetchrow(sql, *params)
+    assert r is not None
+    before = r if r["found"] else None
+    return before, bool(r["applied"])
+
+
+async def deal_won_context(conn: asyncpg.Connection, org_id: str, account_id: str | None,
+                           fields: list[str]) -> tuple[dict[str, str], Any, Any, str | None]:
+    """The reads of a deal that turned won, in one statement: (stored kinds of its custom fields (`stored_kinds`),
+    the integration (`get_integration`), the account's name and data (`get_record`), the account's customer pair on
+    the integration's portal (`get_pair`)); nothing here is written by the handler before it is used."""
+    r = await conn.fetchrow(
+        "SELECT i.*, "
+        "ARRAY(SELECT field FROM crm_custom_fields WHERE org_id = $1 AND module = 'deals' "
+        "      AND field = ANY($3::text[]) ORDER BY field) AS ctx__kf, "
+        "ARRAY(SELECT value_kind FROM crm_custom_fields WHERE org_id = $1 AND module = 'deals' "
+        "      AND field = ANY($3::text[]) ORDER BY field) AS ctx__kv, "
+        "a.record_id IS NOT NULL AS ctx__acc_found, a.name AS ctx__acc_name, a.data AS ctx__acc_data, "
+        "(SELECT pm_id FROM customer_pairs WHERE org_id = $1 AND portal_id = i.portal_id AND kind = 'account' "
+        " AND crm_id = $2) AS ctx__pair "
+        "FROM (SELECT 1) AS one LEFT JOIN integrations i ON i.org_id = $1 "
+        "LEFT JOIN crm_records a ON a.org_id = $1 AND a.record_type = 'account' AND a.record_id = $2 AND NOT a.deleted",
+        org_id, account_id, fields)
+    assert r is not None
+    own = {k[5:]: v for k, v in r.items() if k.startswith("ctx__")}
+    integ = {k: v for k, v in r.items() if not k.startswith("ctx__")}
+    account = {"name": own["acc_name"], "data": own["acc_data"]} if own["acc_found"] else None
+    return (dict(zip(own["kf"], own["kv"])), integ if integ.get("org_id") is not None else None, account,
+            own["pair"])
+
+
+async def claim_deal_project(conn: asyncpg.Connection, org_id: str, deal_id: str, command_id: uuid.UUID, portal_id: str,
+                             data: dict[str, Any]) -> bool:
+    """The deal_projects row (once per deal) and, when it was new, the pending create_project command: one statement.
+    False (nothing written) when the deal already has its project."""
+    return bool(await conn.fetchval(
+        "WITH dp AS (INSERT INTO deal_projects (org_id, deal_id, command_id) VALUES ($1, $2, $3) "
+        "            ON CONFLICT DO NOTHING RETURNING true AS inserted), "
+        "pc AS (INSERT INTO pending_commands (command_id, org_id, kind, portal_id, data) "
+        "       SELECT $3, $1, 'create_project', $4, $5 FROM dp) "
+        "SELECT inserted FROM dp",
+        org_id, deal_id, command_id, portal_id, data))
 
 
 async def custom_fields(conn: asyncpg.Connection, org_id: str) -> dict[tuple[str, str], str]:

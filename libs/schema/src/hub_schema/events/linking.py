@@ -42,6 +42,10 @@ class IntegrationChanged(Payload):
     revision: int = Field(ge=1)
     field_mapping: list[FieldMapping] | None = Field(None, description="The saved mapping (S6), when enabled.")
     permissions: PermissionProfile | None = Field(None, description="What CRM users get in the PM tool (S3).")
+    matching_pending: bool = Field(False, description=(
+        "True when client <-> account matching (S21/S22) runs for this portal as part of this change: a "
+        "linking.matching.completed follows on the same key (\"<org>:integration\"). Identity holds new "
+        "accounts back until it arrives, so no client company is created for an account matching pairs."))
 
 
 @event("linking.link.changed", topic=topics.LINKING_EVENTS)

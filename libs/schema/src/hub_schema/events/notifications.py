@@ -41,7 +41,8 @@ OptionalNotificationKind = Literal["matching_report", "import_outcome", "sync_st
 #   due_date_change_failed  *task_name, task_id, project_name, requested_due_date, current_due_date
 #   task_update_failed      *task_name, task_id, project_name
 #   task_create_refused     *task_name, project_name
-#   duplicate_client_emails *email, *contacts (list of names or {"id", "name"}), account_name, project_name
+#   duplicate_client_emails *email, *contacts (list of names or {"id", "name"}), account_name, project_name,
+#                           cause ("project_creation", the default, or "user_import": S18 import as client users)
 #   project_creation_failed *project_name
 #   integration_enable_refused  portal_name, plan
 #   matching_report         portal_name (the report itself is `matching_report`)
