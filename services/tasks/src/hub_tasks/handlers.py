@@ -79,7 +79,11 @@ async def on_project_deleted(ctx: HandlerContext, event: Event[pm.PmProjectDelet
 
 async def enabled_for(ctx: HandlerContext, org_id: str, portal_id: str | None) -> tuple[bool, str | None]:
     """(enabled?, the enabled portal). A PM event of another portal counts as not enabled."""
-    integ = await storage.integration(ctx.conn, org_id)
+    return enabled_of(await storage.integration(ctx.conn, org_id), portal_id)
+
+
+def enabled_of(integ: dict[str, Any] | None, portal_id: str | None) -> tuple[bool, str | None]:
+    """`enabled_for` on an integration row already read."""
     if integ is None or not integ["enabled"]:
         return False, None
     if portal_id is not None and integ["portal_id"] != portal_id:
@@ -92,10 +96,11 @@ DISABLED = ("integration_disabled", "the integration is disabled for this org (o
 
 async def decide(ctx: HandlerContext, *, side: str, decision: str, code: str, reason: str,
                  hub_task_id: uuid.UUID | None = None, pm_task_id: str | None = None, crm_task_id: str | None = None,
-                 fields: list[str] | tuple[str, ...] = ()) -> None:
+                 fields: list[str] | tuple[str, ...] = (), w: storage.Writes | None = None) -> None:
+    """Record a decision (on `w` when given: buffered, sent with the handler's other writes) and publish it."""
     org = ctx.event.org_id
     await storage.record_decision(
-        ctx.conn, org_id=org, hub_task_id=hub_task_id, pm_task_id=pm_task_id, crm_task_id=crm_task_id, side=side,
+        w or ctx.conn, org_id=org, hub_task_id=hub_task_id, pm_task_id=pm_task_id, crm_task_id=crm_task_id, side=side,
         event_id=ctx.event.event_id, event_type=ctx.event.event_type, decision=decision, reason_code=code,
         reason=reason, fields=list(fields))
     subject = str(hub_task_id) if hub_task_id else f"{side}:{pm_task_id or crm_task_id}"
@@ -108,11 +113,11 @@ async def decide(ctx: HandlerContext, *, side: str, decision: str, code: str, re
 async def refuse(ctx: HandlerContext, *, code: str, reason: str, acting_user_id: str | None,
                  hub_task_id: uuid.UUID | None = None, crm_task_id: str | None = None, pm_task_id: str | None = None,
                  record: RecordRef | None = None, fields: list[str] | tuple[str, ...] = (), notify_kind: str | None = None,
-                 title: str | None = None) -> None:
+                 title: str | None = None, w: storage.Writes | None = None) -> None:
     """A refusal: history, `tasks.request.refused` for the CRM side, and an e-mail to the acting user."""
     org = ctx.event.org_id
     await decide(ctx, side="crm", decision="refused", code=code, reason=reason, hub_task_id=hub_task_id,
-                 pm_task_id=pm_task_id, crm_task_id=crm_task_id, fields=fields)
+                 pm_task_id=pm_task_id, crm_task_id=crm_task_id, fields=fields, w=w)
     subject = str(hub_task_id) if hub_task_id else f"crm:{crm_task_id}"
     await ctx.emit(TaskRequestRefused(hub_task_id=hub_task_id, crm_task_id=crm_task_id, pm_task_id=pm_task_id,
                                       record=record, acting_user_id=acting_user_id, reason_code=code, reason=reason,
@@ -134,15 +139,18 @@ async def refuse(ctx: HandlerContext, *, code: str, reason: str, acting_user_id:
     ), entity_key=f"{org}:{request_id}")
 
 
-async def pm_values(ctx: HandlerContext, p: pm.PmTaskUpserted) -> dict[str, Any]:
-    """A PM task in canonical terms; an owner with no matching CRM user is left out (never cleared)."""
+async def pm_values(ctx: HandlerContext, p: pm.PmTaskUpserted, known_owner: tuple[str | None] | None = None) -> dict[str, Any]:
+    """A PM task in canonical terms; an owner with no matching CRM user is left out (never cleared).
+
+    `known_owner` = (the owner's CRM user or None,) when already read (`storage.pm_task_context`)."""
     values: dict[str, Any] = {"title": p.title, "description": p.description,
                               "due_date": p.due_date.isoformat() if p.due_date else None,
                               "priority": p.priority, "status": p.status}
     if p.owner_id is None:
         values["owner_id"] = None
     else:
-        owner = await storage.crm_user_of_portal_user(ctx.conn, ctx.event.org_id, p.owner_id)
+        owner = (known_owner[0] if known_owner is not None
+                 else await storage.crm_user_of_portal_user(ctx.conn, ctx.event.org_id, p.owner_id))
         if owner is not None:
             values["owner_id"] = owner
     return values
@@ -178,7 +186,7 @@ def change_list(values: dict[str, Any]) -> list[Any]:
 
 
 async def send_update(ctx: HandlerContext, m: dict[str, Any], target: str, canon_changes: dict[str, Any],
-                      source_at: dict[str, str], acting_user_id: str | None) -> bool:
+                      source_at: dict[str, str], acting_user_id: str | None, w: storage.Writes | None = None) -> bool:
     """Send the target side an update of `canon_changes`; False when there is nothing it can be told."""
     target_id = m["pm_task_id"] if target == "pm" else m["crm_task_id"]
     if target_id is None or not canon_changes:
@@ -196,7 +204,7 @@ async def send_update(ctx: HandlerContext, m: dict[str, Any], target: str, canon
         payload = cmd.CrmTaskUpdate(command_id=command_id, hub_task_id=m["hub_task_id"], task_id=target_id,
                                     base_version=m["crm_version"] or 0, changes=changes)
     sent = {f: canon_changes[f] for f in side_values}
-    await storage.record_command(ctx.conn, command_id=command_id, hub_task_id=m["hub_task_id"], org_id=ctx.event.org_id,
+    await storage.record_command(w or ctx.conn, command_id=command_id, hub_task_id=m["hub_task_id"], org_id=ctx.event.org_id,
                                  target=target, kind=payload.EVENT_TYPE, changes=sent,
                                  source_at={f: source_at[f] for f in sent if f in source_at}, acting_user_id=acting_user_id)
     await ctx.emit(payload, entity_key=f"task:{target_id}")
@@ -210,33 +218,39 @@ async def mirror_pm_task_to_record(ctx: HandlerContext, snap: dict[str, Any], va
     hub_task_id = uuid.uuid4()
     modified_at = snap["modified_at"].isoformat()
     state = State.initial("pm", values, modified_at)
-    await storage.create_mapping(ctx.conn, hub_task_id=hub_task_id, org_id=org, origin="pm", portal_id=snap["portal_id"],
-                                 project_id=snap["project_id"], pm_task_id=snap["task_id"],
-                                 record_type=record["record_type"], record_id=record["record_id"], crm_task_id=None,
-                                 state=state.to_json(), pm_version=snap["version"], crm_version=None)
+    # The parent's mapping is read before this one is written: it is another PM task's (or, were a task its own
+    # parent, this very key, whose new row has no CRM id yet), so the answer is the same either way.
     parent_crm = None
     if snap["parent_task_id"]:
         parent = await ctx.conn.fetchval(
             "SELECT crm_task_id FROM task_mappings WHERE org_id = $1 AND pm_task_id = $2 AND record_type = $3 "
             "AND record_id = $4", org, snap["parent_task_id"], record["record_type"], record["record_id"])
         parent_crm = parent
+    w = storage.Writes(ctx.conn)  # mapping + command + decision: one statement
+    await storage.create_mapping(w, hub_task_id=hub_task_id, org_id=org, origin="pm", portal_id=snap["portal_id"],  # type: ignore[arg-type]
+                                 project_id=snap["project_id"], pm_task_id=snap["task_id"],
+                                 record_type=record["record_type"], record_id=record["record_id"], crm_task_id=None,
+                                 state=state.to_json(), pm_version=snap["version"], crm_version=None)
     command_id = uuid.uuid4()
     due = values.get("due_date")
     payload = cmd.CrmTaskCreate(command_id=command_id, hub_task_id=hub_task_id, record_type=record["record_type"],
                                 record_id=record["record_id"], subject=values["title"], description=values["description"],
                                 due_date=date.fromisoformat(due) if due else None, priority=values["priority"],
                                 status=values["status"], owner_id=values.get("owner_id"), parent_task_id=parent_crm)
-    await storage.record_command(ctx.conn, command_id=command_id, hub_task_id=hub_task_id, org_id=org, target="crm",
+    await storage.record_command(w, command_id=command_id, hub_task_id=hub_task_id, org_id=org, target="crm",  # type: ignore[arg-type]
                                  kind=payload.EVENT_TYPE, changes=values, source_at={f: modified_at for f in values},
                                  acting_user_id=None)
     await ctx.emit(payload, entity_key=f"task:{hub_task_id}")
     await decide(ctx, side="pm", decision="mirrored", code=reason_code, reason=reason, hub_task_id=hub_task_id,
-                 pm_task_id=snap["task_id"], fields=list(values))
+                 pm_task_id=snap["task_id"], fields=list(values), w=w)
+    await w.flush()
 
 
 async def bind_created(ctx: HandlerContext, c: dict[str, Any], side: str, task_id: str, version: int,
-                       values: dict[str, Any]) -> None:
-    """The echo of a create command: learn the new record's id; push anything agreed since."""
+                       values: dict[str, Any], integ: tuple[dict[str, Any] | None] | None = None) -> None:
+    """The echo of a create command: learn the new record's id; push anything agreed since.
+
+    `integ` = (the integration row or None,) when already read; the writes go out as one statement at the end."""
     m = await storage.mapping(ctx.conn, c["hub_task_id"])
     assert m is not None
     state = State.from_json(m["state"])
@@ -246,49 +260,62 @@ async def bind_created(ctx: HandlerContext, c: dict[str, Any], side: str, task_i
     else:
         m["crm_task_id"], m["crm_version"] = task_id, version
     m["state"] = state.to_json()
-    await storage.save_mapping(ctx.conn, m)
-    await storage.set_command_outcome(ctx.conn, c["command_id"], "applied")
+    w = storage.Writes(ctx.conn)
+    await storage.save_mapping(w, m)  # type: ignore[arg-type]
+    await storage.set_command_outcome(w, c["command_id"], "applied")  # type: ignore[arg-type]
     await decide(ctx, side=side, decision="skipped", code="echo",
                  reason=f"the {side.upper()} side created the task the hub asked for (command {c['command_id']}); not mirrored back",
-                 hub_task_id=m["hub_task_id"], pm_task_id=m["pm_task_id"], crm_task_id=m["crm_task_id"])
-    enabled, _ = await enabled_for(ctx, ctx.event.org_id, None)
+                 hub_task_id=m["hub_task_id"], pm_task_id=m["pm_task_id"], crm_task_id=m["crm_task_id"], w=w)
+    if integ is not None:
+        enabled, _ = enabled_of(integ[0], None)
+    else:
+        enabled, _ = await enabled_for(ctx, ctx.event.org_id, None)
     behind = {f: v for f, v in state.canon.items() if state.seen(side).get(f, object()) != v}
     if enabled and behind:
-        if await send_update(ctx, m, side, behind, {f: state.canon_at[f][0] for f in behind}, c["acting_user_id"]):
+        if await send_update(ctx, m, side, behind, {f: state.canon_at[f][0] for f in behind}, c["acting_user_id"], w):
             await decide(ctx, side=domain.other(side), decision="mirrored", code="changed",
                          reason="changes made while the task was being created", hub_task_id=m["hub_task_id"],
-                         pm_task_id=m["pm_task_id"], crm_task_id=m["crm_task_id"], fields=list(behind))
+                         pm_task_id=m["pm_task_id"], crm_task_id=m["crm_task_id"], fields=list(behind), w=w)
+    await w.flush()
 
 
 async def apply_to_mapping(ctx: HandlerContext, m: dict[str, Any], side: str, values: dict[str, Any], modified_at: str,
                            version: int, echo_cmd: dict[str, Any] | None, enabled: bool, guard: Guard,
                            acting_user_id: str | None, title: str | None) -> None:
-    """Merge one change into one mapping, push the results, record every decision."""
+    """Merge one change into one mapping, push the results, record every decision (writes: one statement)."""
+    w = storage.Writes(ctx.conn)
+    await _apply_to_mapping(ctx, m, side, values, modified_at, version, echo_cmd, enabled, guard, acting_user_id, title, w)
+    await w.flush()
+
+
+async def _apply_to_mapping(ctx: HandlerContext, m: dict[str, Any], side: str, values: dict[str, Any], modified_at: str,
+                            version: int, echo_cmd: dict[str, Any] | None, enabled: bool, guard: Guard,
+                            acting_user_id: str | None, title: str | None, w: storage.Writes) -> None:
     state = State.from_json(m["state"])
     echo = Echo(echo_cmd["changes"], echo_cmd["source_at"]) if echo_cmd else None
     out = domain.apply_change(state, side, values, modified_at, echo=echo, enabled=enabled, guard=guard)
     m["state"] = state.to_json()
     m[f"{side}_version"] = version
-    await storage.save_mapping(ctx.conn, m)
+    await storage.save_mapping(w, m)  # type: ignore[arg-type]
     ids = {"hub_task_id": m["hub_task_id"], "pm_task_id": m["pm_task_id"], "crm_task_id": m["crm_task_id"]}
     if echo_cmd is not None:
-        await storage.set_command_outcome(ctx.conn, echo_cmd["command_id"], "applied")
+        await storage.set_command_outcome(w, echo_cmd["command_id"], "applied")  # type: ignore[arg-type]
     if not out.changed:
         if echo_cmd is not None:
             await decide(ctx, side=side, decision="skipped", code="echo",
-                         reason=f"change caused by the hub (command {echo_cmd['command_id']}); not mirrored back", **ids)
+                         reason=f"change caused by the hub (command {echo_cmd['command_id']}); not mirrored back", w=w, **ids)
         else:
-            await decide(ctx, side=side, decision="skipped", code="no_change", reason="no mirrored field changed", **ids)
+            await decide(ctx, side=side, decision="skipped", code="no_change", reason="no mirrored field changed", w=w, **ids)
         return
     if not enabled:
-        await decide(ctx, side=side, decision="skipped", code=DISABLED[0], reason=DISABLED[1], fields=out.changed, **ids)
+        await decide(ctx, side=side, decision="skipped", code=DISABLED[0], reason=DISABLED[1], fields=out.changed, w=w, **ids)
         return
     target = domain.other(side)
     if out.push_other:
-        await send_update(ctx, m, target, out.push_other, out.source_at, acting_user_id)
+        await send_update(ctx, m, target, out.push_other, out.source_at, acting_user_id, w)
         await decide(ctx, side=side, decision="mirrored", code="changed",
                      reason=f"changed in the {side.upper()} side; sent to the {target.upper()} side",
-                     fields=list(out.push_other), **ids)
+                     fields=list(out.push_other), w=w, **ids)
     settled = [f for f in out.changed if f not in out.push_other and f not in out.lost and f not in [r[0] for r in out.refused]]
     if settled:
         if echo_cmd is not None:
@@ -296,17 +323,17 @@ async def apply_to_mapping(ctx: HandlerContext, m: dict[str, Any], side: str, va
             code = "echo"
         else:
             reason, code = "the other side already holds the same values", "already_equal"
-        await decide(ctx, side=side, decision="skipped", code=code, reason=reason, fields=settled, **ids)
+        await decide(ctx, side=side, decision="skipped", code=code, reason=reason, fields=settled, w=w, **ids)
     if out.lost:
         await decide(ctx, side=side, decision="skipped", code="conflict_lost",
                      reason="a newer change on the other side wins (newest modified_at per field; ties go to the PM side); "
-                            "the winning value is written back", fields=out.lost, **ids)
+                            "the winning value is written back", fields=out.lost, w=w, **ids)
     for f, code, reason in out.refused:
         record = RecordRef(record_type=m["record_type"], record_id=m["record_id"])
         await refuse(ctx, code=code, reason=reason, acting_user_id=acting_user_id, record=record, fields=[f],
-                     notify_kind=NOTIFY_KIND.get(code, "task_update_failed"), title=title, **ids)
+                     notify_kind=NOTIFY_KIND.get(code, "task_update_failed"), title=title, w=w, **ids)
     if out.push_self:
-        await send_update(ctx, m, side, out.push_self, out.source_at, None)
+        await send_update(ctx, m, side, out.push_self, out.source_at, None, w)
 
 
 # --- PM tasks ----------------------------------------------------------------------
@@ -316,19 +343,21 @@ async def apply_to_mapping(ctx: HandlerContext, m: dict[str, Any], side: str, va
 async def on_pm_task(ctx: HandlerContext, event: Event[pm.PmTaskUpserted]) -> None:
     p = event.payload
     org = event.org_id
-    snap = await storage.pm_task(ctx.conn, org, p.id)
-    if snap is not None and p.version <= snap["version"]:
+    # Round trips: one read of everything needed (version, owner, integration, echoed command, linked records),
+    # one statement saving the snapshot and locking the mappings, one with the writes of each mapping.
+    pre = await storage.pm_task_context(ctx.conn, org, p.id, p.portal_id, p.project_id, p.owner_id, p.command_id)
+    if pre["snap_version"] is not None and p.version <= pre["snap_version"]:
         await decide(ctx, side="pm", decision="skipped", code="stale",
-                     reason=f"version {p.version} is not newer than the applied version {snap['version']}", pm_task_id=p.id)
+                     reason=f"version {p.version} is not newer than the applied version {pre['snap_version']}", pm_task_id=p.id)
         return
-    values = await pm_values(ctx, p)
-    await storage.save_pm_task(ctx.conn, org, p, values)
-    c = await storage.command(ctx.conn, p.command_id)
+    values = await pm_values(ctx, p, (pre["owner"],))
+    c = pre["command"]
     if c is not None and c["kind"] == "pm.task.create":
-        await bind_created(ctx, c, "pm", p.id, p.version, values)
+        await storage.save_pm_task(ctx.conn, org, p, values)
+        await bind_created(ctx, c, "pm", p.id, p.version, values, (pre["integration"],))
         return
-    enabled, _ = await enabled_for(ctx, org, p.portal_id)
-    mappings = await storage.mappings_of_pm_task(ctx.conn, org, p.id)
+    enabled, _ = enabled_of(pre["integration"], p.portal_id)
+    snap, mappings = await storage.save_pm_task_lock_mappings(ctx.conn, org, p, values)
     if not mappings:
         skip = domain.pm_task_skip_reason(recurring=p.recurring, add_to_crm=p.add_to_crm)
         if skip is not None:
@@ -337,15 +366,13 @@ async def on_pm_task(ctx: HandlerContext, event: Event[pm.PmTaskUpserted]) -> No
         if not enabled:
             await decide(ctx, side="pm", decision="skipped", code=DISABLED[0], reason=DISABLED[1], pm_task_id=p.id)
             return
-        records = [r for r in await storage.linked_records(ctx.conn, org, p.portal_id, p.project_id)
-                   if r["record_type"] in domain.MIRRORED_RECORD_TYPES]
+        records = [r for r in pre["linked_records"] if r["record_type"] in domain.MIRRORED_RECORD_TYPES]
         if not records:
             await decide(ctx, side="pm", decision="skipped", code="no_linked_record",
                          reason=f"project {p.project_id} is not linked to any contact, account or deal", pm_task_id=p.id)
             return
-        snap = await storage.pm_task(ctx.conn, org, p.id)
         for r in records:
-            await mirror_pm_task_to_record(ctx, snap, values, r, "created",  # type: ignore[arg-type]
+            await mirror_pm_task_to_record(ctx, snap, values, r, "created",
                                            f"PM task created with \"add to CRM\": created on {r['record_type']} {r['record_id']}")
         return
     for m in mappings:
@@ -404,31 +431,29 @@ async def on_pm_comment(ctx: HandlerContext, event: Event[pm.PmCommentAdded]) ->
 async def on_crm_task(ctx: HandlerContext, event: Event[crm.CrmTaskUpserted]) -> None:
     p = event.payload
     org = event.org_id
-    snap = await storage.crm_task(ctx.conn, org, p.id)
-    if snap is not None and p.version <= snap["version"]:
+    # Round trips: one read (version, integration, echoed command), one statement saving the snapshot, locking
+    # the mapping and reading the S10/S11 guard's rows, one with the mapping's writes.
+    pre = await storage.crm_task_context(ctx.conn, org, p.id, p.command_id)
+    if pre["snap_version"] is not None and p.version <= pre["snap_version"]:
         await decide(ctx, side="crm", decision="skipped", code="stale",
-                     reason=f"version {p.version} is not newer than the applied version {snap['version']}", crm_task_id=p.id)
+                     reason=f"version {p.version} is not newer than the applied version {pre['snap_version']}", crm_task_id=p.id)
         return
-    await storage.save_crm_task(ctx.conn, org, p.id, p.record_type, p.record_id, p.version)
     values = crm_values(p)
     acting = p.acting_user_id or p.created_by
-    c = await storage.command(ctx.conn, p.command_id)
+    c = pre["command"]
     if c is not None and c["kind"] == "crm.task.create":
-        await bind_created(ctx, c, "crm", p.id, p.version, values)
+        await storage.save_crm_task(ctx.conn, org, p.id, p.record_type, p.record_id, p.version)
+        await bind_created(ctx, c, "crm", p.id, p.version, values, (pre["integration"],))
         return
-    enabled, portal_id = await enabled_for(ctx, org, None)
-    m = await storage.mapping_of_crm_task(ctx.conn, org, p.id)
+    enabled, portal_id = enabled_of(pre["integration"], None)
+    m, g = await storage.save_crm_task_lock_mapping(ctx.conn, org, p.id, p.record_type, p.record_id, p.version)
     if m is not None:
         guard = Guard()
-        if m["pm_task_id"] is not None:
-            pm_snap = await storage.pm_task(ctx.conn, org, m["pm_task_id"])
-            if pm_snap is not None and pm_snap["parent_task_id"]:
-                parent = await storage.pm_task(ctx.conn, org, pm_snap["parent_task_id"])
-                guard = Guard(parent_closed=parent is not None and parent["status"] == "closed" and not parent["deleted"],
-                              parent_task_id=pm_snap["parent_task_id"])
-        proj = await storage.project(ctx.conn, org, m["project_id"])
+        if m["pm_task_id"] is not None and g["pm_parent_task_id"]:
+            guard = Guard(parent_closed=bool(g["parent_exists"]) and g["parent_status"] == "closed" and not g["parent_deleted"],
+                          parent_task_id=g["pm_parent_task_id"])
         guard = Guard(parent_closed=guard.parent_closed, parent_task_id=guard.parent_task_id,
-                      schedule_fixed=bool(proj and proj["schedule_fixed"]))
+                      schedule_fixed=bool(g["schedule_fixed"]))
         await apply_to_mapping(ctx, m, "crm", values, p.modified_at.isoformat(), p.version, c, enabled, guard,
                                acting, p.subject)
         return

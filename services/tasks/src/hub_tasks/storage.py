@@ -7,6 +7,7 @@ Projections of other services' events are upserted only when newer (by
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -247,3 +248,184 @@ async def history(conn: asyncpg.Connection, org_id: str, pm_task_id: str | None,
 
 def dumps(rows: list[Row]) -> str:
     return json.dumps(rows, ensure_ascii=False, indent=2)
+
+
+# --- fewer round trips on the hot paths ----------------------------------------------------
+# Each statement is a round trip to the database inside the batch transaction, and the
+# handlers used to send about ten per event. The helpers below read, in one statement,
+# everything a handler needs that it would otherwise read one by one (all of it read-only
+# and not written by the handler before it would have been read), and `Writes` sends a
+# handler's buffered writes as one statement. Nothing is cached across events.
+
+_PREFIX = "ctx__"
+
+
+def _split(r: asyncpg.Record) -> tuple[Row, Row]:
+    """(own columns without the prefix, the other columns) of a row mixing a table's `*` with computed columns."""
+    own: Row = {}
+    rest: Row = {}
+    for k, v in r.items():
+        if k.startswith(_PREFIX):
+            own[k[len(_PREFIX):]] = v
+        else:
+            rest[k] = v
+    return own, rest
+
+
+def _integration_of(own: Row) -> Row | None:
+    return {"enabled": own["integ_enabled"], "portal_id": own["integ_portal"]} if own["integ_exists"] else None
+
+
+async def pm_task_context(conn: asyncpg.Connection, org_id: str, task_id: str, portal_id: str, project_id: str,
+                          owner_portal_user_id: str | None, command_id: uuid.UUID | None) -> Row:
+    """What `pm.task.upserted` reads before it writes: the applied version of the task, the owner's CRM user,
+    the integration, the command it echoes (or None) and the project's linked records (in `linked_records` order)."""
+    r = await conn.fetchrow(
+        "SELECT c.*, "
+        "(SELECT version FROM pm_tasks WHERE org_id = $1 AND task_id = $2) AS ctx__snap_version, "
+        "(SELECT crm_user_id FROM users WHERE org_id = $1 AND portal_user_id = $5 "
+        " ORDER BY active DESC, crm_user_id LIMIT 1) AS ctx__owner, "
+        "i.org_id IS NOT NULL AS ctx__integ_exists, i.enabled AS ctx__integ_enabled, i.portal_id AS ctx__integ_portal, "
+        "ARRAY(SELECT record_type FROM links WHERE org_id = $1 AND portal_id = $3 AND project_id = $4 AND linked "
+        "      ORDER BY record_type, record_id) AS ctx__link_types, "
+        "ARRAY(SELECT record_id FROM links WHERE org_id = $1 AND portal_id = $3 AND project_id = $4 AND linked "
+        "      ORDER BY record_type, record_id) AS ctx__link_ids "
+        "FROM (SELECT 1) AS one LEFT JOIN integrations i ON i.org_id = $1 "
+        "LEFT JOIN task_commands c ON c.command_id = $6",
+        org_id, task_id, portal_id, project_id, owner_portal_user_id, command_id)
+    assert r is not None
+    own, c = _split(r)
+    own["command"] = c if c.get("command_id") is not None else None
+    own["integration"] = _integration_of(own)
+    own["linked_records"] = [{"record_type": t, "record_id": i} for t, i in zip(own["link_types"], own["link_ids"])]
+    return own
+
+
+_SAVE_PM_TASK = (
+    "INSERT INTO pm_tasks (org_id, task_id, portal_id, project_id, parent_task_id, status, recurring, add_to_crm, "
+    "fields, modified_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+    "ON CONFLICT (org_id, task_id) DO UPDATE SET portal_id = EXCLUDED.portal_id, project_id = EXCLUDED.project_id, "
+    "parent_task_id = EXCLUDED.parent_task_id, status = EXCLUDED.status, recurring = EXCLUDED.recurring, "
+    "add_to_crm = EXCLUDED.add_to_crm, fields = EXCLUDED.fields, modified_at = EXCLUDED.modified_at, "
+    "version = EXCLUDED.version, deleted = false")
+
+
+async def save_pm_task_lock_mappings(conn: asyncpg.Connection, org_id: str, p: Any, fields: dict[str, Any]) -> tuple[Row, list[Row]]:
+    """`save_pm_task` then `mappings_of_pm_task` (FOR UPDATE) in one statement: (the saved snapshot, the mappings)."""
+    rows = await conn.fetch(
+        "WITH saved AS (" + _SAVE_PM_TASK + " RETURNING modified_at) "
+        "SELECT saved.modified_at AS ctx__modified_at, m.* FROM saved LEFT JOIN LATERAL ("
+        " SELECT * FROM task_mappings WHERE org_id = $1 AND pm_task_id = $2 ORDER BY record_type, record_id FOR UPDATE"
+        ") m ON true ORDER BY m.record_type, m.record_id",
+        org_id, p.id, p.portal_id, p.project_id, p.parent_task_id, p.status, p.recurring, p.add_to_crm, fields,
+        p.modified_at, p.version)
+    mappings: list[Row] = []
+    modified_at = None
+    for r in rows:
+        own, m = _split(r)
+        modified_at = own["modified_at"]
+        if m.get("hub_task_id") is not None:
+            mappings.append(m)
+    # the row just written, as `pm_task` would read it back
+    snap = {"org_id": org_id, "task_id": p.id, "portal_id": p.portal_id, "project_id": p.project_id,
+            "parent_task_id": p.parent_task_id, "status": p.status, "recurring": p.recurring, "add_to_crm": p.add_to_crm,
+            "fields": fields, "modified_at": modified_at, "version": p.version, "deleted": False}
+    return snap, mappings
+
+
+async def crm_task_context(conn: asyncpg.Connection, org_id: str, task_id: str, command_id: uuid.UUID | None) -> Row:
+    """What `crm.task.upserted` reads first: the applied version of the task, the integration, the command it echoes."""
+    r = await conn.fetchrow(
+        "SELECT c.*, "
+        "(SELECT version FROM crm_tasks WHERE org_id = $1 AND task_id = $2) AS ctx__snap_version, "
+        "i.org_id IS NOT NULL AS ctx__integ_exists, i.enabled AS ctx__integ_enabled, i.portal_id AS ctx__integ_portal "
+        "FROM (SELECT 1) AS one LEFT JOIN integrations i ON i.org_id = $1 "
+        "LEFT JOIN task_commands c ON c.command_id = $3",
+        org_id, task_id, command_id)
+    assert r is not None
+    own, c = _split(r)
+    own["command"] = c if c.get("command_id") is not None else None
+    own["integration"] = _integration_of(own)
+    return own
+
+
+async def save_crm_task_lock_mapping(conn: asyncpg.Connection, org_id: str, task_id: str, record_type: str | None,
+                                     record_id: str | None, version: int) -> tuple[Row | None, Row]:
+    """`save_crm_task`, `mapping_of_crm_task` (FOR UPDATE) and the reads of the S10/S11 guard (the PM task, its
+    parent, the project) in one statement: (the mapping or None, {pm_parent_task_id, parent_closed, schedule_fixed})."""
+    r = await conn.fetchrow(
+        "WITH saved AS ("
+        " INSERT INTO crm_tasks (org_id, task_id, record_type, record_id, version, deleted) "
+        " VALUES ($1, $2, coalesce($3, ''), coalesce($4, ''), $5, false) ON CONFLICT (org_id, task_id) DO UPDATE SET "
+        " record_type = coalesce($3, crm_tasks.record_type), record_id = coalesce($4, crm_tasks.record_id), "
+        " version = EXCLUDED.version, deleted = EXCLUDED.deleted RETURNING 1 AS done) "
+        "SELECT m.* FROM saved LEFT JOIN LATERAL ("
+        " SELECT tm.*, ps.parent_task_id AS ctx__pm_parent_task_id, "
+        " pp.task_id IS NOT NULL AS ctx__parent_exists, pp.status AS ctx__parent_status, pp.deleted AS ctx__parent_deleted, "
+        " pr.schedule_fixed AS ctx__schedule_fixed "
+        " FROM task_mappings tm "
+        " LEFT JOIN pm_tasks ps ON ps.org_id = tm.org_id AND ps.task_id = tm.pm_task_id "
+        " LEFT JOIN pm_tasks pp ON pp.org_id = tm.org_id AND pp.task_id = ps.parent_task_id "
+        " LEFT JOIN projects pr ON pr.org_id = tm.org_id AND pr.project_id = tm.project_id "
+        " WHERE tm.org_id = $1 AND tm.crm_task_id = $2 FOR UPDATE OF tm"
+        ") m ON true",
+        org_id, task_id, record_type, record_id, version)
+    assert r is not None
+    own, m = _split(r)
+    if m.get("hub_task_id") is None:
+        return None, own
+    return m, own
+
+
+class Writes:
+    """A handler's writes, buffered and sent as one statement by `flush` (same transaction, same order of effects).
+
+    Stands in for the connection in the storage functions that only `execute` (INSERT/UPDATE without a result).
+    The decisions become one multi-row INSERT in the order they were made (their ids keep that order); the other
+    writes become data-modifying CTEs of that statement. Two UPDATEs with the same text could hit the same row,
+    which one statement cannot do twice, so a second one flushes the first. Flush before reading anything written.
+    """
+
+    _DECISION = "INSERT INTO task_decisions "
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.ops: list[tuple[str, tuple[Any, ...]]] = []
+        self.decisions: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        if sql.startswith(self._DECISION):
+            self.decisions.append((sql, args))
+            return
+        if sql.startswith("UPDATE") and any(s == sql for s, _ in self.ops):
+            await self.flush()
+        self.ops.append((sql, args))
+
+    async def flush(self) -> None:
+        ops, decisions = self.ops, self.decisions
+        self.ops, self.decisions = [], []
+        if not ops and not decisions:
+            return
+        if len(ops) + len(decisions) == 1:
+            sql, args = (ops or decisions)[0]
+            await self.conn.execute(sql, *args)
+            return
+        params: list[Any] = []
+
+        def renumber(sql: str, args: tuple[Any, ...]) -> str:
+            base = len(params)
+            params.extend(args)
+            return re.sub(r"\$(\d+)", lambda mm: f"${int(mm.group(1)) + base}", sql)
+
+        ctes = [f"w{i} AS ({renumber(sql, args)})" for i, (sql, args) in enumerate(ops)]
+        if decisions:
+            head, _, _ = decisions[0][0].partition(" VALUES ")
+            rows = []
+            for sql, args in decisions:
+                _, _, values = sql.partition(" VALUES ")
+                rows.append(renumber(values, args))
+            main = f"{head} VALUES {', '.join(rows)}"
+        else:
+            main = "SELECT 1"
+        sql = (f"WITH {', '.join(ctes)} " if ctes else "") + main
+        await self.conn.execute(sql, *params)

@@ -194,3 +194,32 @@ def rss_bytes(pid: int, include_children: bool = False) -> int:
         return int(total)
     except psutil.NoSuchProcess:
         return 0
+
+
+def wait_until_ready(
+    what: str,
+    *,
+    is_running: Callable[[], bool],
+    host: str,
+    port: int,
+    probe: Callable[[], Any],
+    timeout: float,
+    log_tail: Callable[[], str],
+    interval: float = 0.2,
+) -> None:
+    """Poll a starting server by connecting (`probe` returns truthy or raises), never by sleeping a
+    fixed time; fail with the log's tail if it exits or is not ready within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        if not is_running():
+            raise ServerStartError(f"{what} exited during start-up:\n{log_tail()}")
+        if port_open(host, port):
+            try:
+                if probe():
+                    return
+            except Exception as exc:  # noqa: BLE001 - not ready yet
+                last_error = exc
+        if time.monotonic() >= deadline:
+            raise ServerStartError(f"{what} not ready after {timeout:.0f}s (last error: {last_error!r}); log tail:\n{log_tail()}")
+        time.sleep(interval)

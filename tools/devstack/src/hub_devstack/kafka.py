@@ -284,26 +284,11 @@ class KafkaServer:
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Poll until the broker lists itself in a metadata response (connecting, not sleeping)."""
-        deadline = time.monotonic() + timeout
-        last_error: BaseException | None = None
-        while True:
-            if not self.is_running():
-                raise ServerStartError(
-                    f"kafka exited during start-up (see {self.out_file} and {self.log_file}):\n"
-                    f"{_proc.tail(self.out_file)}\n{_proc.tail(self.log_file, 20)}"
-                )
-            if _proc.port_open(_HOST, self.port):
-                try:
-                    if _proc.run_coro_sync(lambda: probe(self.bootstrap_servers)):
-                        return
-                except Exception as exc:  # noqa: BLE001 - not ready yet
-                    last_error = exc
-            if time.monotonic() >= deadline:
-                raise ServerStartError(
-                    f"kafka not ready after {timeout:.0f}s (last error: {last_error!r}); log tail:\n"
-                    f"{_proc.tail(self.log_file)}"
-                )
-            time.sleep(0.2)
+        _proc.wait_until_ready(
+            "kafka", is_running=self.is_running, host=_HOST, port=self.port, timeout=timeout,
+            probe=lambda: _proc.run_coro_sync(lambda: probe(self.bootstrap_servers)),
+            log_tail=lambda: f"(see {self.out_file} and {self.log_file})\n{_proc.tail(self.out_file)}\n{_proc.tail(self.log_file, 20)}",
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (controlled shutdown), wait up to `timeout`, then SIGKILL."""

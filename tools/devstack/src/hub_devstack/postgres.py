@@ -305,25 +305,11 @@ class PostgresServer:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Poll by connecting with asyncpg until ``SELECT 1`` answers."""
-        deadline = time.monotonic() + timeout
-        last_error: BaseException | None = None
-        while True:
-            if not self.is_running():
-                raise ServerStartError(
-                    f"postgres exited during start-up (see {self.log_file}):\n{_proc.tail(self.log_file)}"
-                )
-            if _proc.port_open(_HOST, self.port):
-                try:
-                    _proc.run_coro_sync(lambda: _probe(self.admin_dsn))
-                    return
-                except Exception as exc:  # noqa: BLE001 - not ready yet (e.g. "starting up")
-                    last_error = exc
-            if time.monotonic() >= deadline:
-                raise ServerStartError(
-                    f"postgres not ready after {timeout:.0f}s (last error: {last_error!r}); log tail:\n"
-                    f"{_proc.tail(self.log_file)}"
-                )
-            time.sleep(0.1)
+        _proc.wait_until_ready(
+            "postgres", is_running=self.is_running, host=_HOST, port=self.port, timeout=timeout, interval=0.1,
+            probe=lambda: _proc.run_coro_sync(lambda: _probe(self.admin_dsn)) or True,
+            log_tail=lambda: f"(see {self.log_file})\n{_proc.tail(self.log_file)}",
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, disconnect clients), then
