@@ -1,0 +1,271 @@
+"""The fault suite: a steady stream of mixed events through the real local stack while services,
+the broker and the database are killed and restarted; then exactly-once effects are checked.
+
+Short run (part of `make test`, ~2 minutes): a few kills, one broker restart, one PostgreSQL
+restart, every kind of bad input. Long run (`make faults`, marked slow): more events and kills,
+configurable with HUB_FAULTS_EVENTS (minimum events sent) and HUB_FAULTS_KILLS (service kills).
+Both print their figures and write docs/faults/LAST_RUN.md.
+
+Subjects: the platform's echo service (diag.ping -> echo_pings row + diag.pong), which runs the
+same inbox / outbox / relay / dead-letter machinery as every hub service and whose effects can be
+counted exactly; the real tasks service (flagged PM task -> exactly one crm.task.create); the real
+notifications service (request -> exactly one e-mail through the SMTP sink). See README.md here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from faultkit import (
+    FaultRecord, Figures, Infra, LagProbe, PingTraffic, Producer, Recovery, ServiceProc, Watcher,
+    check_echo, check_notifications, check_tasks, echo_service, negative_controls, notifications_service, now,
+    tasks_service, write_last_run,
+)
+from hub_schema import topics
+
+RECOVERY_TIMEOUT = 120.0
+GROUPS = {"echo": [topics.CRM_INGEST], "notifications": [topics.NOTIFICATION_REQUESTS, topics.HUB_REQUESTS],
+          "tasks": [topics.PM_INGEST, topics.CRM_INGEST, topics.LINKING_EVENTS, topics.IDENTITY_EVENTS]}
+OUTPUT = {"echo": topics.TASKS_EVENTS, "notifications": topics.NOTIFICATION_OUTCOMES, "tasks": topics.CRM_COMMANDS}
+CONSUMERS = {topics.CRM_INGEST: {"echo", "tasks"}, topics.NOTIFICATION_REQUESTS: {"notifications"}}
+
+
+async def tasks_setup(infra: Infra, producer: Producer) -> None:
+    """Integration enabled for org-1 with portal-1, proj-1 linked to deal-1, u-1 = pu-1 may add tasks."""
+    from datetime import datetime, timezone
+
+    from hub_schema import encode, make_event
+    from hub_schema.events import identity, linking, pm
+    from hub_schema.events.common import PermissionProfile, RecordRef
+
+    t0 = datetime(2024, 4, 1, tzinfo=timezone.utc)
+    events = [
+        (linking.IntegrationChanged(state="enabled", portal_id="portal-1", changed_by="u-admin", changed_at=t0, revision=1),
+         "hub", "org-1:integration"),
+        (pm.PmProjectUpserted(portal_id="portal-1", id="proj-1", name="proj-1", owner_id="pu-1", status="active",
+                              progress_percent=0, schedule_fixed=False, modified_at=t0, version=1), "pm", "project:proj-1"),
+        (linking.LinkChanged(portal_id="portal-1", project_id="proj-1", record=RecordRef(record_type="deal", record_id="deal-1"),
+                             linked=True, revision=2), "hub", "org-1:link"),
+        (identity.UserAccessChanged(crm_user_id="u-1", email="u-1@example.com", name="User 1", locale="ja", active=True,
+                                    is_admin=False, portal_id="portal-1", portal_user_id="pu-1",
+                                    profile=PermissionProfile(role="employee", permissions=["add_task"]),
+                                    effective_from=t0, revision=3), "hub", "org-1:user:u-1"),
+    ]
+    for payload, origin, key in events:
+        env = make_event(payload, org_id="org-1", entity_key=key, producer="faults", origin=origin)  # type: ignore[arg-type]
+        await producer.send(type(payload).TOPIC, encode(env), key)
+    deadline = now() + 60
+    while now() < deadline:
+        conn = await asyncpg.connect(infra.admin_dsn)
+        try:
+            if await conn.fetchval("SELECT count(*) FROM tasks.inbox") >= len(events):
+                return
+        finally:
+            await conn.close()
+        await asyncio.sleep(0.2)
+    raise AssertionError("the tasks service did not take the set-up events")
+
+
+async def inject(fault: str, infra: Infra, services: dict[str, ServiceProc], rnd: random.Random) -> tuple[FaultRecord, str]:
+    """Fault names: kill:<svc>, failpoint:<point>:<svc>, kafka, postgres, smtp. Returns the record and the
+    topic whose next message shows the system working again."""
+    kind, _, rest = fault.partition(":")
+    if kind == "failpoint":
+        point, _, target = rest.rpartition(":")
+    else:
+        point, target = "", rest or kind
+    rec = FaultRecord(kind=f"{kind}:{point}" if point else kind, target=target, injected_at=now())
+    output = OUTPUT.get(target, topics.TASKS_EVENTS)
+    if kind == "kill":
+        svc = services[target]
+        await asyncio.sleep(rnd.uniform(0, 0.3))  # a random moment of the stream
+        rec.injected_at = now()
+        svc.kill()
+        svc.start()
+    elif kind == "failpoint":
+        svc = services[target]
+        svc.kill()
+        svc.start(HUB_FAILPOINT=point)
+        if not await svc.wait_exit(60):
+            rec.note = "failpoint never hit"
+            svc.kill()
+        else:
+            svc.kills += 1
+        rec.injected_at = now()
+        svc.start()
+    elif kind == "kafka":
+        await infra.restart_kafka(down=2.0)
+    elif kind == "postgres":
+        await infra.restart_pg(down=2.0)
+    elif kind == "smtp":
+        infra.smtp.stop()
+        await asyncio.sleep(6.0)
+        infra.smtp.start()
+        output = topics.NOTIFICATION_OUTCOMES
+    else:
+        raise ValueError(fault)
+    rec.down_s = now() - rec.injected_at
+    return rec, output
+
+
+async def run_suite(mode: str, *, min_events: int, rate: float, plan: list[str], controls: bool = False) -> Figures:
+    figures = Figures(mode=mode)
+    started = now()
+    # Not under pytest's tmp_path: every pytest session on this machine resets /tmp/pytest-of-<user> to
+    # 0700, which locks the PostgreSQL server (it runs as another user when we are root) out of its data
+    # directory at the next restart.
+    tmp = Path(tempfile.mkdtemp(prefix=f"hub-faults-{mode}-"))
+    os.chmod(tmp, 0o755)
+    infra = Infra(tmp)
+    logdir = tmp / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    services: dict[str, ServiceProc] = {}
+    watcher: Watcher | None = None
+    traffic_task: asyncio.Task[None] | None = None
+    producer: Producer | None = None
+    try:
+        await infra.start()
+        services = {"echo": echo_service(infra, logdir), "notifications": notifications_service(infra, logdir),
+                    "tasks": tasks_service(infra, logdir)}
+        for svc in services.values():
+            svc.start()
+        for svc in services.values():
+            await svc.wait_ready(90)
+        watcher = Watcher(infra.bootstrap, [topics.TASKS_EVENTS, topics.NOTIFICATION_OUTCOMES, topics.CRM_COMMANDS])
+        await watcher.start()
+        producer = Producer(infra.bootstrap)
+        await tasks_setup(infra, producer)
+        traffic = PingTraffic(producer, total=10**9, rate=rate, notify_every=8, tasks_every=8, consumers=CONSUMERS)
+        traffic_task = asyncio.create_task(traffic.run())
+        lag = LagProbe(infra.bootstrap)
+
+        baseline = 0
+        for _ in range(12):  # warm-up: what lag is normal under this load
+            await asyncio.sleep(0.25)
+            for group, ts in GROUPS.items():
+                baseline = max(baseline, await lag.lag(group, ts) or 0)
+        recovery = Recovery(lag, watcher, list(services.values()), GROUPS, normal_lag=max(30, 3 * baseline),
+                            output_topic=topics.TASKS_EVENTS)
+        rnd = random.Random(11)
+        for step in plan:  # "a+b": faults injected at the same moment (different services)
+            injected = await asyncio.gather(*(inject(f, infra, services, rnd) for f in step.split("+")))
+            await asyncio.gather(*(recovery.wait(rec, RECOVERY_TIMEOUT, output) for rec, output in injected))
+            for fault, (rec, _) in zip(step.split("+"), injected):
+                figures.faults.append(rec)
+                print(f"[faults] {fault:<56} down {rec.down_s:5.1f}s  recovered "
+                      f"{'NO' if rec.recovered_s is None else f'{rec.recovered_s:.1f}s'} {rec.note}", flush=True)
+            await asyncio.sleep(rnd.uniform(0.3, 1.0))
+        while traffic.messages < min_events:
+            await asyncio.sleep(0.2)
+        traffic.stopping.set()
+        await traffic_task
+        await producer.close()
+
+        # drain: the stream has stopped; lag must reach 0, the outboxes and the mail queue empty themselves
+        deadline = now() + 120
+        final = None
+        while now() < deadline:
+            lags = [await lag.lag(g, ts) for g, ts in GROUPS.items()]
+            final = None if None in lags else sum(lags)  # type: ignore[arg-type]
+            if final == 0 and await backlog(infra) == 0:
+                break
+            await asyncio.sleep(0.5)
+        figures.final_lag = final
+        await asyncio.sleep(1.0)
+        figures.services_ready = {name: await svc.ready() for name, svc in services.items()}
+        figures.injected = dict(traffic.injected)
+        await check_echo(infra, traffic, figures)
+        await check_notifications(infra, traffic, figures)
+        await check_tasks(infra, traffic, figures)
+        figures.services_restarts = {name: svc.starts - 1 for name, svc in services.items()}
+        if controls:
+            figures.problems.extend(f"negative control: {p}" for p in await negative_controls(infra, traffic))
+    finally:
+        if traffic_task is not None and not traffic_task.done():
+            traffic_task.cancel()
+        if watcher is not None:
+            await watcher.stop()
+        if producer is not None:
+            await producer.close()
+        for svc in services.values():
+            svc.stop()
+        infra.stop()
+        figures.duration_s = now() - started
+    for f in figures.faults:
+        if f.recovered_s is None:
+            figures.problems.append(f"no recovery within {RECOVERY_TIMEOUT:.0f}s after {f.kind} of {f.target}")
+    if figures.final_lag != 0:
+        figures.problems.append(f"consumer lag at the end: {figures.final_lag}")
+    if not all(figures.services_ready.values()):
+        figures.problems.append("a service is not ready at the end")
+    print("\n" + figures.text(), flush=True)
+    print(f"[faults] written {write_last_run(figures)}", flush=True)
+    if figures.problems:
+        print(f"[faults] kept {tmp} (service logs in {logdir})", flush=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return figures
+
+
+async def backlog(infra: Infra) -> int:
+    """Unpublished outbox rows and unsent mails (-1 while the database cannot be reached)."""
+    try:
+        conn = await asyncpg.connect(infra.admin_dsn, timeout=5)
+    except Exception:
+        return -1
+    try:
+        return await conn.fetchval(
+            "SELECT (SELECT count(*) FROM echo.outbox) + (SELECT count(*) FROM notifications.outbox)"
+            " + (SELECT count(*) FROM tasks.outbox)"
+            " + (SELECT count(*) FROM notifications.deliveries WHERE state IN ('pending', 'sending'))")
+    finally:
+        await conn.close()
+
+
+def assert_clean(figures: Figures) -> None:
+    assert figures.lost == 0, figures.text()
+    assert figures.duplicated == 0, figures.text()
+    assert figures.order_violations == 0, figures.text()
+    assert figures.dlq_found == figures.dlq_expected, figures.text()
+    assert figures.dlq_unexpected == 0, figures.text()
+    assert not figures.problems, figures.text()
+
+
+@pytest.mark.timeout(480)
+async def test_faults_short() -> None:
+    """Short run: 5 service kills in two rounds (external SIGKILL, consumer / relay / mid-send failpoints),
+    one broker restart, one PostgreSQL restart, an SMTP outage, every kind of bad input; nothing lost or
+    doubled, and negative controls showing the checks catch a lost and a doubled effect."""
+    plan = ["kill:echo+failpoint:consumer.after_commit:notifications+failpoint:relay.after_publish:tasks", "kafka",
+            "failpoint:notifications.after_smtp_accept:notifications+failpoint:consumer.after_commit:tasks",
+            "postgres", "smtp"]
+    figures = await run_suite("short", min_events=2000, rate=60, plan=plan, controls=True)
+    assert_clean(figures)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+async def test_faults_long() -> None:
+    """The long run: HUB_FAULTS_KILLS service kills (default 12) over the three services, 2 broker restarts,
+    2 PostgreSQL restarts, 2 SMTP outages, at least HUB_FAULTS_EVENTS events (default 15000)."""
+    kills = int(os.environ.get("HUB_FAULTS_KILLS", "12"))
+    events = int(os.environ.get("HUB_FAULTS_EVENTS", "15000"))
+    kill_kinds = ["kill:echo", "failpoint:consumer.after_commit:tasks", "kill:notifications",
+                  "failpoint:relay.after_publish:echo", "failpoint:notifications.after_smtp_accept:notifications",
+                  "kill:tasks", "failpoint:consumer.after_commit:echo", "failpoint:relay.after_publish:tasks",
+                  "failpoint:relay.after_publish:notifications", "failpoint:consumer.after_commit:notifications"]
+    plan = [kill_kinds[i % len(kill_kinds)] for i in range(kills)]
+    infra_faults = ["kafka", "postgres", "smtp", "kafka", "postgres", "smtp"]
+    step = max(1, len(plan) // len(infra_faults))
+    for i, fault in enumerate(infra_faults):
+        plan.insert(min(len(plan), (i + 1) * step + i), fault)
+    figures = await run_suite("long", min_events=events, rate=100, plan=plan)
+    assert_clean(figures)
