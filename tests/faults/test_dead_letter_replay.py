@@ -8,8 +8,9 @@ with the savepoint) is written to the dead-letter outbox again. The suite counts
 ("re-delivered copies" in docs/faults/LAST_RUN.md); every copy carries the same x-dlq-topic /
 x-dlq-partition / x-dlq-offset, so a reader can de-duplicate on them.
 
-This test replays one batch by hand, without a broker: it is expected to fail (xfail) until the
-platform records dead letters idempotently (e.g. a (consumer, topic, partition, offset) key).
+This test replays one batch by hand, without a broker. The platform now records each dead letter in
+`dead_letter_log` keyed by (consumer, topic, partition, offset) in the same transaction, so the
+replay finds it and writes nothing more.
 """
 
 from __future__ import annotations
@@ -39,8 +40,6 @@ class FakeRecord:
     timestamp: int = 0
 
 
-@pytest.mark.xfail(reason="platform: dead letters are not de-duplicated when a batch is replayed after a crash "
-                          "(reported by the fault suite)", strict=True)
 async def test_a_replayed_batch_dead_letters_a_bad_message_once(hub_env: HubEnv) -> None:
     from hub_devstack.provision import provision_service
 

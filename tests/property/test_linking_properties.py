@@ -65,9 +65,6 @@ def test_only_the_issued_key_matches_its_hash(other: str) -> None:
 KINDS = ["string", "integer", "decimal", "boolean", "any"]
 
 
-@pytest.mark.xfail(reason="found by this test, reported to linking: merge_kind('boolean', 'integer') is 'boolean' but "
-                          "merge_kind('integer', 'boolean') is 'integer', so a field's inferred kind depends on the "
-                          "order records are seen", strict=False)
 @given(st.lists(st.sampled_from(KINDS), min_size=1, max_size=6), st.randoms(use_true_random=False))
 def test_inferred_field_kind_does_not_depend_on_record_order(kinds: list[str], rnd: random.Random) -> None:
     def infer(seq: list[str]) -> str | None:

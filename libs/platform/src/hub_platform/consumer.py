@@ -361,6 +361,14 @@ class BatchProcessor:
 
     async def _dead_letter(self, conn: asyncpg.Connection, record: Record, code: str, reason: str, attempts: int,
                            outbox: list[OutboxRow] | None = None) -> None:
+        first_time = await conn.fetchval(
+            'INSERT INTO dead_letter_log (consumer, topic, "partition", "offset", code, reason) '
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
+            self.consumer, record.topic, record.partition, record.offset, code, reason[:2000],
+        )
+        if not first_time:
+            log.info("already dead-lettered (a replayed batch)", topic=record.topic, partition=record.partition, offset=record.offset)
+            return
         metrics.DEAD_LETTERED.labels(self.consumer, code).inc()
         log.warning("dead-lettered", code=code, reason=reason, topic=record.topic, partition=record.partition, offset=record.offset)
         row = OutboxRow(self.topics(DEAD_LETTERS), self.consumer, dead_letter_headers(record, self.consumer, code, reason, attempts),

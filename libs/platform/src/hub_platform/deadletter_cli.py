@@ -72,7 +72,13 @@ async def read_all(settings: ServiceSettings, timeout_ms: int = 1500) -> list[De
                 for r in records:
                     headers = {k: v.decode("utf-8", "replace") for k, v in r.headers}
                     out.append(DeadLetter(r.partition, r.offset, r.timestamp, headers, r.value or b""))
-        return sorted(out, key=lambda d: d.timestamp)
+        # At-least-once: a relay killed between publishing and marking publishes a dead letter again;
+        # copies share their source coordinates, so list each source message once.
+        unique: dict[tuple[str | None, ...], DeadLetter] = {}
+        for d in sorted(out, key=lambda d: d.timestamp):
+            h = d.headers
+            unique.setdefault((h.get("x-dlq-consumer"), h.get("x-dlq-topic"), h.get("x-dlq-partition"), h.get("x-dlq-offset")), d)
+        return list(unique.values())
     finally:
         await consumer.stop()
 

@@ -72,14 +72,15 @@ def value_kind(value: Any) -> str:
 
 
 def merge_kind(old: str | None, new: str) -> str:
-    """A field seen with integers and decimals is decimal; a null value tells nothing."""
+    """The least general kind that holds both: integer < decimal < string, boolean < string; a null
+    value ("any") tells nothing. A join, so the inferred kind never depends on the order records arrive."""
     if old is None or old == "any":
         return new
     if new == "any" or new == old:
         return old
     if {old, new} == {"integer", "decimal"}:
         return "decimal"
-    return "string" if "string" in (old, new) else old
+    return "string"
 
 
 def pm_value_type(value: Any) -> str:
