@@ -77,7 +77,7 @@ class ServiceSettings(BaseSettings):
     obs: ObservabilitySettings = ObservabilitySettings()
     transient_retry_attempts: int = Field(5, ge=1, description="Attempts for an event whose handler fails unexpectedly.")
     relay_batch: int = Field(500, ge=1)
-    relay_poll_seconds: float = Field(0.5, gt=0)
+    relay_poll_seconds: float = Field(0.1, gt=0, description="Outbox poll when no commit woke the relay; bounds the worst-case publish delay.")
     shutdown_grace_seconds: float = 15.0
 
     @property
