@@ -230,8 +230,21 @@ class Pipeline:
             "produce_seconds": produced - t0,
         }
 
+    async def checkpoint(self) -> None:
+        """Flush what earlier runs dirtied (CHECKPOINT) and let the service drain, so a paced run does
+        not start inside the previous run's write-back (fsync is on)."""
+        import asyncpg
+
+        conn = await asyncpg.connect(self.admin_db_dsn)
+        try:
+            await conn.execute("CHECKPOINT")
+        finally:
+            await conn.close()
+        await asyncio.sleep(2)
+
     async def paced(self, rate: float, seconds: float, sample_lag: bool = False) -> dict[str, Any]:
         """Produce at `rate` events/s for `seconds`; latency of every event, lag sampled every 2 s."""
+        await self.checkpoint()
         self.collector.reset()
         lags: list[tuple[float, int, int]] = []
         sent = 0
