@@ -401,6 +401,8 @@ def main() -> None:
     if target != "-":
         write_results(Path(target), text, results)
         h.log(f"figures written to {target}")
+    if "started by the bench" in json.dumps(results, default=str):
+        h.log("the local stack started for this run is left up for the next run; `make down` stops it")
 
 
 if __name__ == "__main__":
