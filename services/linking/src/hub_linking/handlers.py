@@ -296,38 +296,36 @@ async def on_project(ctx: HandlerContext, event: Event[pm.PmProjectUpserted]) ->
             await emit_link(ctx, org, p.portal_id, p.id, "account", account, linked=True, source="matching")
 
 
+async def store_pm_record(ctx: HandlerContext, event: Event[Any], table: str, id_column: str,
+                          values: dict[str, Any]) -> bool:
+    """Keep the newest copy of a portal's record (dropping stale versions); True if it was applied."""
+    p = event.payload
+    return await storage.upsert_versioned(
+        ctx.conn, table, {"org_id": event.org_id, "portal_id": p.portal_id, id_column: p.id}, values, p.version)
+
+
 @router.on("pm.project.deleted")
 async def on_project_deleted(ctx: HandlerContext, event: Event[pm.PmProjectDeleted]) -> None:
-    p = event.payload
-    await storage.upsert_versioned(
-        ctx.conn, "projects", {"org_id": event.org_id, "portal_id": p.portal_id, "project_id": p.id},
-        {"name": "", "status": "archived", "progress_percent": 0, "owner_id": "", "deleted": True}, p.version)
+    await store_pm_record(ctx, event, "projects", "project_id",
+                          {"name": "", "status": "archived", "progress_percent": 0, "owner_id": "", "deleted": True})
 
 
 @router.on("pm.client_company.upserted")
 async def on_client_company(ctx: HandlerContext, event: Event[pm.PmClientCompanyUpserted]) -> None:
-    p = event.payload
-    await storage.upsert_versioned(ctx.conn, "client_companies",
-                                   {"org_id": event.org_id, "portal_id": p.portal_id, "company_id": p.id},
-                                   {"name": p.name, "deleted": False}, p.version)
+    await store_pm_record(ctx, event, "client_companies", "company_id", {"name": event.payload.name, "deleted": False})
 
 
 @router.on("pm.client_company.deleted")
 async def on_client_company_deleted(ctx: HandlerContext, event: Event[pm.PmClientCompanyDeleted]) -> None:
-    p = event.payload
-    await storage.upsert_versioned(ctx.conn, "client_companies",
-                                   {"org_id": event.org_id, "portal_id": p.portal_id, "company_id": p.id},
-                                   {"name": "", "deleted": True}, p.version)
+    await store_pm_record(ctx, event, "client_companies", "company_id", {"name": "", "deleted": True})
 
 
 @router.on("pm.client_user.upserted")
 async def on_client_user(ctx: HandlerContext, event: Event[pm.PmClientUserUpserted]) -> None:
     p = event.payload
     org = event.org_id
-    await storage.upsert_versioned(ctx.conn, "client_users",
-                                   {"org_id": org, "portal_id": p.portal_id, "client_user_id": p.id},
-                                   {"email": p.email, "name": p.name, "company_id": p.client_company_id,
-                                    "deleted": False}, p.version)
+    await store_pm_record(ctx, event, "client_users", "client_user_id",
+                          {"email": p.email, "name": p.name, "company_id": p.client_company_id, "deleted": False})
     # Echo of a client user the hub created during an association (S4): pair it and add it to the project.
     pending = await storage.take_pending(ctx.conn, p.command_id, "client_user_for_project")
     if pending is not None:
@@ -341,26 +339,18 @@ async def on_client_user(ctx: HandlerContext, event: Event[pm.PmClientUserUpsert
 
 @router.on("pm.client_user.removed")
 async def on_client_user_removed(ctx: HandlerContext, event: Event[pm.PmClientUserRemoved]) -> None:
-    p = event.payload
-    await storage.upsert_versioned(ctx.conn, "client_users",
-                                   {"org_id": event.org_id, "portal_id": p.portal_id, "client_user_id": p.id},
-                                   {"email": "", "name": "", "company_id": "", "deleted": True}, p.version)
+    await store_pm_record(ctx, event, "client_users", "client_user_id",
+                          {"email": "", "name": "", "company_id": "", "deleted": True})
 
 
 @router.on("pm.project_group.upserted")
 async def on_group(ctx: HandlerContext, event: Event[pm.PmProjectGroupUpserted]) -> None:
-    p = event.payload
-    await storage.upsert_versioned(ctx.conn, "project_groups",
-                                   {"org_id": event.org_id, "portal_id": p.portal_id, "group_id": p.id},
-                                   {"name": p.name, "deleted": False}, p.version)
+    await store_pm_record(ctx, event, "project_groups", "group_id", {"name": event.payload.name, "deleted": False})
 
 
 @router.on("pm.project_group.deleted")
 async def on_group_deleted(ctx: HandlerContext, event: Event[pm.PmProjectGroupDeleted]) -> None:
-    p = event.payload
-    await storage.upsert_versioned(ctx.conn, "project_groups",
-                                   {"org_id": event.org_id, "portal_id": p.portal_id, "group_id": p.id},
-                                   {"name": "", "deleted": True}, p.version)
+    await store_pm_record(ctx, event, "project_groups", "group_id", {"name": "", "deleted": True})
 
 
 @router.on("pm.command.rejected")

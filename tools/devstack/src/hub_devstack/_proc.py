@@ -223,3 +223,22 @@ def wait_until_ready(
         if time.monotonic() >= deadline:
             raise ServerStartError(f"{what} not ready after {timeout:.0f}s (last error: {last_error!r}); log tail:\n{log_tail()}")
         time.sleep(interval)
+
+
+def launch(server: Any, cmd: list[str], *, cwd: Path, output: Path, deadline: float, **popen_kwargs: Any) -> None:
+    """Start a server process in its own session, record its pid and state, and wait until it is
+    ready (by the server's own `wait_ready`); a server that never gets ready is stopped again."""
+    with output.open("ab") as out:
+        server._popen = subprocess.Popen(
+            cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, **popen_kwargs,
+        )
+    server.pid = server._popen.pid
+    server._create_time = process_create_time(server.pid)
+    server.pid_file.write_text(f"{server.pid}\n")
+    write_json(server.state_file, server.describe())
+    try:
+        server.wait_ready(max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        server.stop(timeout=10)
+        raise

@@ -262,24 +262,7 @@ class KafkaServer:
         self._format_storage(classpath)
 
         cmd = [*self._java_base(self.heap), "-cp", classpath, "kafka.Kafka", str(self.properties_file)]
-        with self.out_file.open("ab") as out:
-            self._popen = subprocess.Popen(
-                cmd,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.pid = self._popen.pid
-        self._create_time = _proc.process_create_time(self.pid)
-        self.pid_file.write_text(f"{self.pid}\n")
-        _proc.write_json(self.state_file, self.describe())
-        try:
-            self.wait_ready(max(1.0, deadline - time.monotonic()))
-        except BaseException:
-            self.stop(timeout=10)
-            raise
+        _proc.launch(self, cmd, cwd=self.workdir, output=self.out_file, deadline=deadline)
         return self.bootstrap_servers
 
     def wait_ready(self, timeout: float = 120.0) -> None:

@@ -281,26 +281,8 @@ class PostgresServer:
         cmd = [str(bin_dir() / "postgres"), "-D", str(self.datadir)]
         for key, value in self._settings().items():
             cmd += ["-c", f"{key}={value}"]
-        with self.log_file.open("ab") as log:
-            self._popen = subprocess.Popen(
-                cmd,
-                cwd=self.datadir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self._env(),
-                start_new_session=True,
-                **self._user_kwargs(ids),
-            )
-        self.pid = self._popen.pid
-        self._create_time = _proc.process_create_time(self.pid)
-        self.pid_file.write_text(f"{self.pid}\n")
-        _proc.write_json(self.state_file, self.describe())
-        try:
-            self.wait_ready(max(1.0, deadline - time.monotonic()))
-        except BaseException:
-            self.stop(timeout=10)
-            raise
+        _proc.launch(self, cmd, cwd=self.datadir, output=self.log_file, deadline=deadline,
+                     env=self._env(), **self._user_kwargs(ids))
         return self.admin_dsn
 
     def wait_ready(self, timeout: float = 60.0) -> None:
