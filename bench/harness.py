@@ -433,6 +433,27 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line, sep, *body])
 
 
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """A run's topics go with it: partitions left on the broker fill its heap and slow every later run."""
+    from hub_platform.kafka_admin import delete_prefixed_topics
+
+    try:
+        await delete_prefixed_topics(bootstrap, prefix)
+    except Exception as exc:  # the figures are taken; say so and go on
+        log(f"could not delete the topics {prefix}*: {exc!r}")
+
+
+async def broker_partitions(bootstrap: str) -> int:
+    """Partitions on the broker before the run: a broker crowded by old topics is slower (heap, GC)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        topics = await admin.describe_topics(await admin.list_topics())
+        return sum(len(t.get("partitions", [])) for t in topics)
+    finally:
+        await admin.close()
+
+
 def python_cmd(module_or_code: str) -> list[str]:
     if module_or_code.startswith("-c "):
         return [sys.executable, "-c", module_or_code[3:]]

@@ -25,6 +25,7 @@ def render(r: dict[str, Any]) -> str:
         f"Python {v['python']}, Kafka {v['kafka']} (aiokafka {v['aiokafka']}), PostgreSQL {v['postgresql']} "
         f"(fsync={v['pg_fsync']}, synchronous_commit={v['pg_synchronous_commit']}), asyncpg {v['asyncpg']}. "
         f"Servers: {r['infra']}. Everything (broker, database, services, bench) on the same machine.",
+        f"Partitions on the broker before the run: {r.get('broker_partitions', 'n/a')} (each run deletes its own topics).",
     ]
     if r.get("settings"):
         out.append("Settings: " + ", ".join(f"{k}={val}" for k, val in sorted(r["settings"].items())))
@@ -55,10 +56,10 @@ def render(r: dict[str, Any]) -> str:
             if not x:
                 continue
             rows.append([s["scenario"], label, fmt_rate(x["target_rate"]), f"{x['received']}/{x['sent']}", _ms(x["p50_ms"]),
-                         _ms(x["p95_ms"]), _ms(x["p99_ms"]), _ms(x["max_ms"]), _ms(x.get("publish_p50_ms")),
-                         _ms(x.get("publish_p99_ms"))])
+                         _ms(x["p95_ms"]), _ms(x["p99_ms"]), _ms(x["max_ms"]), _ms(x.get("consumed_p50_ms")),
+                         _ms(x.get("consumed_p99_ms")), _ms(x.get("publish_p50_ms")), _ms(x.get("publish_p99_ms"))])
     out.append(table(rows, ["service", "load", "rate/s", "out/in", "p50", "p95", "p99", "max",
-                            "p50 to relay send", "p99 to relay send"]))
+                            "p50 to service tx", "p99 to service tx", "p50 to relay send", "p99 to relay send"]))
     out += ["", "**Consumer lag** during the run at 80% (sampled every 2 s; lag = end offsets - committed offsets of the "
             "service's group on its ingest topics; backlog = produced - output read)", ""]
     rows = []

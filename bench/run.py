@@ -91,6 +91,7 @@ async def kafka_baselines(infra: h.Infra, n: int) -> dict[str, float]:
         consume = n / (time.perf_counter() - (t0 or time.perf_counter()))
     finally:
         await cons.stop()
+        await h.delete_topics(infra.bootstrap, prefix)
     return {"produce": produce, "consume": consume}
 
 
@@ -270,6 +271,7 @@ class Pipeline:
         await asyncio.gather(*futs)
         ok = await self.collector.wait_for(sent, timeout=120)
         lat = [x for _, x in self.collector.latencies]
+        consumed = await self.consume_delays()
         res: dict[str, Any] = {
             "target_rate": rate, "sent": sent, "received": self.collector.received, "complete": ok,
             "achieved_rate": sent / seconds,
@@ -277,11 +279,26 @@ class Pipeline:
             "p99_ms": h.percentile(lat, 99) * 1000, "max_ms": (max(lat) * 1000) if lat else float("nan"),
             "publish_p50_ms": h.percentile(self.collector.publish_latencies, 50) * 1000,
             "publish_p99_ms": h.percentile(self.collector.publish_latencies, 99) * 1000,
+            "consumed_p50_ms": h.percentile(consumed, 50) * 1000, "consumed_p99_ms": h.percentile(consumed, 99) * 1000,
         }
         if sample_lag:
             res["lag_samples"] = lags
             res.update(lag_verdict(lags, seconds))
         return res
+
+    async def consume_delays(self) -> list[float]:
+        """occurred_at -> start of the service transaction that handled the event (the inbox row's
+        processed_at is the transaction's now()): the broker and consumer-fetch part of the latency."""
+        import asyncpg
+
+        sent = self.collector.sent_at
+        conn = await asyncpg.connect(self.admin_db_dsn)
+        try:
+            rows = await conn.fetch(f"SELECT event_id::text AS id, extract(epoch FROM processed_at)::float8 AS t "
+                                    f"FROM {self.sc.service}.inbox WHERE event_id = ANY($1::uuid[])", list(sent))
+        finally:
+            await conn.close()
+        return [r["t"] - sent[r["id"]] for r in rows]
 
     async def stop(self) -> None:
         for c in (self.collector, self.lag):
@@ -294,6 +311,7 @@ class Pipeline:
         except Exception:
             pass
         await self.proc.stop()
+        await h.delete_topics(self.infra.bootstrap, self.prefix)
 
 
 def lag_verdict(samples: list[tuple[float, int, int]], seconds: float) -> dict[str, Any]:
@@ -367,11 +385,14 @@ async def amain() -> dict[str, Any]:
     sustain_for = os.environ.get("HUB_BENCH_SUSTAIN_SERVICE", scenarios[0].name if scenarios else "")
     infra = h.find_infra()
     h.log(f"kafka {infra.bootstrap}, postgres {infra.admin_dsn.rsplit('@', 1)[-1]} ({infra.source})")
+    partitions = await h.broker_partitions(infra.bootstrap)
+    if partitions > 1000:
+        h.log(f"the broker already holds {partitions} partitions (old test or bench topics?): expect slower, noisier figures")
     run_dir = RUN_DIR / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": h.machine(), "versions": await h.server_versions(infra), "infra": infra.source,
                                "command": os.environ.get("HUB_BENCH_COMMAND", "make bench"), "scenarios": [],
-                               "missing": missing, "run_dir": str(run_dir),
+                               "missing": missing, "run_dir": str(run_dir), "broker_partitions": partitions,
                                "settings": {k: v for k, v in os.environ.items() if k.startswith("HUB_BENCH_") and "DSN" not in k}}
     dbs = h.Databases(infra)
     started = time.monotonic()

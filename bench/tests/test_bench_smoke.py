@@ -15,6 +15,17 @@ from bench.scenarios import ECHO
 pytestmark = pytest.mark.integration
 
 
+async def _topics(bootstrap: str) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return await admin.list_topics()
+    finally:
+        await admin.close()
+
+
 async def test_200_events_through_echo_complete_with_a_positive_rate(kafka_bootstrap: str, pg_admin_dsn: str, tmp_path) -> None:
     infra = h.Infra(kafka_bootstrap, pg_admin_dsn, "test")
     dbs = h.Databases(infra)
@@ -32,8 +43,12 @@ async def test_200_events_through_echo_complete_with_a_positive_rate(kafka_boots
             paced = await p.paced(100, 1.0, sample_lag=True)
             assert paced["received"] == paced["sent"] > 0
             assert paced["p50_ms"] > 0
+            # the service-side split: every event's transaction started after it was produced, before it came out
+            assert 0 < paced["consumed_p50_ms"] <= paced["p50_ms"]
         finally:
             await p.stop()
         assert p.proc.peak_rss > 0
+        # the run's topics went with it
+        assert not [t for t in await _topics(kafka_bootstrap) if t.startswith(p.prefix)]
     finally:
         await dbs.drop_all()

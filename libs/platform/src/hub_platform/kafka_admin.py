@@ -1,4 +1,4 @@
-"""Creates the catalog's topics at start-up (the broker's auto-creation stays off)."""
+"""Creates the catalog's topics at start-up (the broker's auto-creation stays off); removes a run's prefixed topics."""
 
 from __future__ import annotations
 
@@ -39,5 +39,21 @@ async def ensure_topics(kafka: KafkaSettings, topics: Iterable[Topic] = CATALOG,
             elif code != TopicAlreadyExistsError.errno:
                 raise RuntimeError(f"could not create topic {name}: error code {code}")
         return created
+    finally:
+        await admin.close()
+
+
+async def delete_prefixed_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Remove every topic starting with `prefix` (a test's or a benchmark run's own): left behind, thousands
+    of partitions pile up on one broker and its heap fills (measured: full GCs of ~150 ms every 2.5 s)."""
+    if not prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+        return names
     finally:
         await admin.close()

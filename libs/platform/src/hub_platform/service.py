@@ -133,6 +133,7 @@ class HubService:
             batch=True,
             max_records=self.settings.kafka.batch_max_records,
             batch_timeout_ms=self.settings.kafka.batch_timeout_ms,
+            fetch_max_wait_ms=self.settings.kafka.fetch_max_wait_ms,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,
             parser=_parser,

@@ -24,6 +24,14 @@ class KafkaSettings(BaseModel):
     ssl_keyfile: str | None = None
     batch_max_records: int = Field(500, ge=1, description="Records handled in one database transaction at most.")
     batch_timeout_ms: int = Field(50, ge=1)
+    fetch_max_wait_ms: int = Field(
+        50, ge=1,
+        description=(
+            "How long the broker may hold a fetch with no data. aiokafka keeps one fetch in flight per broker and "
+            "leaves out partitions whose records are still buffered, so a long wait on the quiet topics delays the "
+            "busy ones by up to this much (measured: 500 ms, Kafka's default, gave p99 1.1 s at half load)."
+        ),
+    )
     create_topics: bool = Field(True, description="Create missing catalog topics at start-up (turn off where ops own topics).")
     replication_factor: int = Field(1, ge=1, description="For topics the service creates; 3 on a real cluster.")
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from hub_platform.kafka_admin import delete_prefixed_topics
+
 SERVICES = ("identity", "linking", "tasks", "notifications", "sandbox")
 
 
@@ -154,24 +156,9 @@ async def hub_env(kafka_bootstrap: str, pg_admin_dsn: str) -> AsyncIterator[HubE
         env.dsns[service] = await provision_service(pg_admin_dsn, database, service, service)
     yield env
     with contextlib.suppress(Exception):
-        await delete_topics(kafka_bootstrap, env.topic_prefix)
+        await delete_prefixed_topics(kafka_bootstrap, env.topic_prefix)
     with contextlib.suppress(Exception):
         await drop_database(pg_admin_dsn, database)
-
-
-async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
-    """Remove a test's topics so a long run does not pile up thousands of partitions on one broker."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names)
-        return names
-    finally:
-        await admin.close()
 
 
 @contextlib.asynccontextmanager
