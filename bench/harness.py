@@ -234,6 +234,13 @@ class ServiceProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    async def idle_cpu_percent(self, seconds: float = 5.0) -> float:
+        """CPU the idle service uses (its fetch polls, relay polls, health loops), as % of one core."""
+        p = psutil.Process(self.pid)
+        before = sum(p.cpu_times()[:2])
+        await asyncio.sleep(seconds)
+        return 100 * (sum(p.cpu_times()[:2]) - before) / seconds
+
     def current_rss(self) -> int:
         with contextlib.suppress(psutil.Error):
             return psutil.Process(self.pid).memory_info().rss

@@ -72,9 +72,11 @@ def render(r: dict[str, Any]) -> str:
                      f"{x.get('lag_slope_per_s', 0):+.2f}", _ms(x.get("backlog_max"))])
     out.append(table(rows, ["service", "run", "bounded", "max lag", "mean lag", "max 1st third", "max last third",
                             "slope/s", "max backlog"]))
-    out += ["", "**Memory** (resident set of each service process, sampled every 0.2 s)", ""]
-    rows = [[s["scenario"], f"{s['rss_idle_mb']:.0f}", f"{s['rss_peak_mb']:.0f}", f"{s['rss_end_mb']:.0f}"] for s in r["scenarios"]]
-    out.append(table(rows, ["service", "after start (MB)", "peak (MB)", "at end (MB)"]))
+    out += ["", "**Memory and idle CPU** (resident set of each service process, sampled every 0.2 s; CPU over 5 s "
+            "idle after start, % of one core)", ""]
+    rows = [[s["scenario"], f"{s['rss_idle_mb']:.0f}", f"{s['rss_peak_mb']:.0f}", f"{s['rss_end_mb']:.0f}",
+             f"{s['idle_cpu_percent']:.1f}" if "idle_cpu_percent" in s else "n/a"] for s in r["scenarios"]]
+    out.append(table(rows, ["service", "after start (MB)", "peak (MB)", "at end (MB)", "idle CPU %"]))
     if r.get("missing"):
         out += ["", f"Not measured (scenario not available): {', '.join(r['missing'])}."]
     prof = [s for s in r["scenarios"] if s.get("profile_top")]

@@ -350,6 +350,7 @@ async def bench_scenario(sc: Scenario, infra: h.Infra, dbs: h.Databases, run_dir
         h.log(f"{sc.name}: starting the service process (log {p.proc.log_file})")
         await p.start()
         res["rss_idle_mb"] = p.proc.current_rss() / 2**20
+        res["idle_cpu_percent"] = await p.proc.idle_cpu_percent()
         await p.max_rate(min(1000, n_events), None)  # warm-up
         profile = run_dir / f"{sc.name}.pyspy.txt" if os.environ.get("HUB_BENCH_PROFILE") else None
         h.log(f"{sc.name}: maximum rate ({n_events} events as a backlog)")
