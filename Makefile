@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 STATE_DIR ?= var/local
 
-.PHONY: help install up down status test test-unit test-all contracts contracts-check demo bench faults clean
+.PHONY: help install up down status test test-unit test-all contracts contracts-check demo bench bench-stall faults clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ demo: ## tell a story through the FAQ against the stack `make up` runs (STATE_DI
 
 bench: install ## throughput, latency, lag and memory of the pipeline on the local stack; figures to bench/RESULTS.md
 	HUB_BENCH_COMMAND="make bench" $(UV) run python -m bench
+
+bench-stall: install ## does a service catch up after a 0.5 s freeze? tasks at half load, consumer fetch wait 500 vs 50 ms
+	$(UV) run python -m bench.stall
 
 clean: ## remove local state, reports and caches of this checkout
 	rm -rf var reports .pytest_cache
