@@ -22,9 +22,6 @@ import os
 import re
 import shlex
 import tomllib
-import types
-import typing
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +29,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
-from pydantic import AliasChoices, AliasPath, BaseModel, ValidationError
-from pydantic.fields import FieldInfo
+from pydantic import ValidationError
 
+from hub_platform.env_names import env_names
 from hub_platform.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,63 +80,12 @@ def settings_class(service: str) -> type[ServiceSettings]:
     return found[0]
 
 
-def _model_types(annotation: Any) -> Iterator[type[BaseModel]]:
-    """The BaseModel classes in an annotation (Model, Model | None, Annotated[Model, ...])."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        yield from _model_types(typing.get_args(annotation)[0])
-    elif origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            yield from _model_types(arg)
-    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        yield annotation
-
-
-def _aliases(info: FieldInfo) -> list[str]:
-    """Env names given by an alias; pydantic-settings uses them as they are (no env prefix)."""
-    alias = info.validation_alias if info.validation_alias is not None else info.alias
-    if alias is None:
-        return []
-    if isinstance(alias, str):
-        return [alias]
-    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
-    names = []
-    for choice in choices:
-        if isinstance(choice, str):
-            names.append(choice)
-        elif isinstance(choice, AliasPath) and isinstance(choice.path[0], str):
-            names.append(choice.path[0])
-    return names
-
-
-def _nested_names(model: type[BaseModel], parent: str, delimiter: str) -> Iterator[str]:
-    for name, info in model.model_fields.items():
-        sub = _aliases(info) or [name]
-        for key in sub:
-            env = f"{parent}{delimiter}{key}"
-            yield env
-            for nested in _model_types(info.annotation):
-                yield from _nested_names(nested, env, delimiter)
-
-
-@functools.cache
 def valid_env_names(cls: type[ServiceSettings]) -> frozenset[str]:
-    """Every environment variable `cls` reads, upper-case (HUB_HTTP_PORT, HUB_KAFKA__BOOTSTRAP_SERVERS...)."""
-    config = cls.model_config
-    prefix = config.get("env_prefix", "") or ""
-    delimiter = config.get("env_nested_delimiter") or ""
-    names: set[str] = set()
-    for name, info in cls.model_fields.items():
-        aliases = _aliases(info)
-        tops = aliases or [prefix + name]
-        names.update(tops)
-        if delimiter:
-            for top in tops:
-                for model in _model_types(info.annotation):
-                    names.update(_nested_names(model, top, delimiter))
-    if config.get("case_sensitive"):
-        pytest.fail(f"{cls.__name__} is case-sensitive: this test assumes upper-case env names", pytrace=False)
-    return frozenset(n.upper() for n in names)
+    """Every environment variable `cls` reads (the services' own start-up check uses the same list)."""
+    try:
+        return env_names(cls)
+    except ValueError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def load_settings(service: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, where: str) -> ServiceSettings:

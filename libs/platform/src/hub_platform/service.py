@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from hub_platform import db, failpoints, metrics
+from hub_platform import db, env_names, failpoints, metrics
 from hub_platform.consumer import BatchProcessor, Router
 from hub_platform.kafka_admin import ensure_topics
 from hub_platform.logs import configure_logging, get_logger
@@ -178,6 +179,7 @@ class HubService:
         s = self.settings
         configure_logging(self.name, s.obs.log_level, s.obs.log_format)
         configure_tracing(self.name, s.obs.otel_exporter, s.obs.otel_endpoint)
+        self.warn_unread_variables()
         dsn = s.db.url.get_secret_value()
         if s.kafka.create_topics:
             await ensure_topics(s.kafka)
@@ -195,6 +197,14 @@ class HubService:
             self._background_tasks.append(asyncio.create_task(job(self)))
         self.started = True
         log.info("service started", topics=self.subscribed, http=f"{s.http_host}:{s.http_port}")
+
+    def warn_unread_variables(self) -> list[tuple[str, str | None]]:
+        """A HUB_* variable nothing reads is most likely a typo that leaves a default in force: say so."""
+        unread = env_names.unread_variables(type(self.settings), os.environ, env_names.other_services_names())
+        for name, close in unread:
+            log.warning("environment variable not read by this service", variable=name,
+                        did_you_mean=close, hint="names are HUB_<FIELD> or HUB_<GROUP>__<FIELD> (two underscores)")
+        return unread
 
     async def stop(self) -> None:
         """Graceful: the batch in hand finishes and commits, then the relay drains."""
