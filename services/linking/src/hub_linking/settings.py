@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field, SecretStr
 
+LOCAL_ADMIN_TOKEN = "local-linking-admin-token"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 from hub_platform.settings import ServiceSettings
 
 
@@ -17,7 +20,12 @@ class LinkingSettings(ServiceSettings):
     service_name: str = "linking"
     http_port: int = 8082
     admin_token: SecretStr = Field(
-        SecretStr("local-linking-admin-token"),
+        SecretStr(LOCAL_ADMIN_TOKEN),
         validation_alias=AliasChoices("HUB_LINKING_ADMIN_TOKEN", "HUB_ADMIN_TOKEN"),
         description="Bearer token for POST /api/v1/orgs/{org_id}/service-key.",
     )
+
+    @property
+    def admin_token_is_public(self) -> bool:
+        """The published local default, on an address other machines can reach."""
+        return self.admin_token.get_secret_value() == LOCAL_ADMIN_TOKEN and self.http_host not in LOOPBACK
