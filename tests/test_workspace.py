@@ -90,3 +90,28 @@ def test_topic_catalog_names_every_services_subscriptions() -> None:
             if ep.name not in topic.producers and "every service" not in topic.producers:
                 wrong.append(f"{ep.name} publishes {model.EVENT_TYPE} on {topic.name} but the catalog lists {topic.producers}")
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_migrations_ship_inside_the_wheel_and_are_found_there(service: str, tmp_path: Path) -> None:
+    """An installed service (not an editable checkout) must find its migrations in its own package."""
+    import shutil
+
+    from hub_platform.db import service_migrations
+
+    project = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())
+    force = project["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert force == {"migrations": f"hub_{service}/migrations"}
+    source = ROOT / "services" / service / "migrations"
+    # the source checkout: found next to src/
+    assert service_migrations(str(ROOT / "services" / service / "src" / f"hub_{service}" / "main.py"), service) == source
+    # the installed layout the wheel produces: site-packages/hub_<service>/{main.py, migrations/}
+    installed = tmp_path / "site-packages" / f"hub_{service}"
+    installed.mkdir(parents=True)
+    (installed / "main.py").write_text("")
+    shutil.copytree(source, installed / "migrations")
+    assert service_migrations(str(installed / "main.py"), service) == installed / "migrations"
+    # and nowhere: a clear error naming both places
+    (tmp_path / "empty" / "pkg").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no migrations"):
+        service_migrations(str(tmp_path / "empty" / "pkg" / "main.py"), service)

@@ -32,6 +32,16 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int
     )
 
 
+def service_migrations(main_file: str, package: str) -> Path:
+    """A service's migrations: inside its installed package (the wheel force-includes the service's
+    `migrations/` folder as `<package>/migrations`), else in the source tree next to `src/`."""
+    here = Path(main_file).resolve().parent
+    for candidate in (here / "migrations", here.parents[1] / "migrations"):
+        if candidate.is_dir() and any(candidate.glob("*.sql")):
+            return candidate
+    raise FileNotFoundError(f"no migrations for {package} in {here / 'migrations'} or {here.parents[1] / 'migrations'}")
+
+
 def _dbmate_binary() -> str:
     found = shutil.which("dbmate") or str(Path(sys.executable).parent / "dbmate")
     if not Path(found).exists():

@@ -7,7 +7,6 @@ operators; other services never call it, they follow identity.events.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,6 +15,7 @@ from starlette.routing import Route
 from hub_identity import domain, storage
 from hub_identity.handlers import router
 from hub_identity.settings import IdentitySettings
+from hub_platform import db
 from hub_platform.service import HubService
 from hub_platform.settings import ServiceSettings
 from hub_schema import topics
@@ -23,7 +23,7 @@ from hub_schema.events import commands as cmd
 from hub_schema.events import identity
 from hub_schema.events.notifications import NotificationRequested
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS = db.service_migrations(__file__, "hub_identity")
 
 EMITS = [
     identity.UserAccessChanged, identity.PermissionProfileChanged, identity.CustomerMappingChanged,

@@ -6,11 +6,11 @@ construction; Starlette resolves them only when a request arrives.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from hub_linking import handlers
 from hub_linking.api import LinkingApi
 from hub_linking.settings import LinkingSettings
+from hub_platform import db
 from hub_platform.logs import get_logger
 from hub_platform.service import HubService
 from hub_platform.settings import ServiceSettings
@@ -21,7 +21,7 @@ from hub_schema.events.notifications import NotificationRequested
 
 log = get_logger(__name__)
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS = db.service_migrations(__file__, "hub_linking")
 
 EMITS = [
     linking.IntegrationChanged, linking.LinkChanged, linking.ResyncRequested, linking.LinkingRequestRefused,

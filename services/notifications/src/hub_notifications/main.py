@@ -7,8 +7,8 @@ Publishes notifications.outcomes: notification.sent / failed / suppressed.
 
 from __future__ import annotations
 
-from pathlib import Path
 
+from hub_platform import db
 from hub_platform.service import HubService
 from hub_platform.settings import ServiceSettings
 from hub_schema import topics
@@ -20,7 +20,7 @@ from hub_notifications.render import Renderer
 from hub_notifications.sender import run_sender
 from hub_notifications.settings import NotificationsSettings
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS = db.service_migrations(__file__, "hub_notifications")
 
 
 def build(settings: ServiceSettings | None = None) -> HubService:

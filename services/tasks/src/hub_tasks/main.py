@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from hub_platform import db
 from hub_platform.service import HubService
 from hub_platform.settings import ServiceSettings
 from hub_schema import topics
@@ -14,7 +13,7 @@ from hub_tasks import http
 from hub_tasks.handlers import router
 from hub_tasks.settings import TasksSettings
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS = db.service_migrations(__file__, "hub_tasks")
 
 
 def build(settings: ServiceSettings | None = None) -> HubService:
