@@ -19,6 +19,7 @@ Settings: HUB_BENCH_STALL_RATE, HUB_BENCH_STALL_WAITS, HUB_BENCH_STALL_SECONDS (
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import statistics
@@ -35,11 +36,11 @@ STALLS_AT = (0.2, 0.4, 0.6)  # of the run
 
 async def one(fetch_wait: int, rate: float, stall: float, run_seconds: float = RUN_SECONDS,
               infra: h.Infra | None = None) -> dict[str, Any]:
-    sc = SCENARIOS["tasks"]
+    base = SCENARIOS["tasks"]
+    sc = dataclasses.replace(base, extra_env={**base.extra_env, "HUB_KAFKA__FETCH_MAX_WAIT_MS": str(fetch_wait)})
     infra = infra or h.find_infra()
     dbs = h.Databases(infra)
     name, dsns = await dbs.create([sc.service], f"stall{fetch_wait}")
-    os.environ["HUB_KAFKA__FETCH_MAX_WAIT_MS"] = str(fetch_wait)  # the service process inherits it
     p = Pipeline(sc, infra, dsns[sc.service], h.with_database(infra.admin_dsn, name), h.ROOT / "var" / "bench")
     try:
         await p.start()

@@ -54,10 +54,9 @@ async def test_200_events_through_echo_complete_with_a_positive_rate(kafka_boots
         await dbs.drop_all()
 
 
-async def test_stall_probe_measures_a_frozen_service_and_its_batches(kafka_bootstrap: str, pg_admin_dsn: str, monkeypatch) -> None:
+async def test_stall_probe_measures_a_frozen_service_and_its_batches(kafka_bootstrap: str, pg_admin_dsn: str) -> None:
     from bench.stall import one
 
-    monkeypatch.setenv("HUB_KAFKA__FETCH_MAX_WAIT_MS", "50")  # restored afterwards; `one` sets it for the child
     res = await one(50, 100, 0.2, run_seconds=3, infra=h.Infra(kafka_bootstrap, pg_admin_dsn, "test"))
     assert res["received"] == res["sent"] > 0
     assert res["tail_batches"] >= 1 and res["tail_batch_max"] >= res["tail_batch_p50"] >= 1
