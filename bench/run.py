@@ -103,6 +103,7 @@ async def db_baselines(sc: Scenario, dsn: str, n: int) -> dict[str, float]:
     from hub_platform import db
     from hub_platform.consumer import BatchProcessor, HandlerContext
     from hub_schema import encode, parse_event
+    from hub_schema.registry import topic_of
     from hub_schema.topics import TopicNames
 
     router, migrations = sc.load()
@@ -133,7 +134,8 @@ async def db_baselines(sc: Scenario, dsn: str, n: int) -> dict[str, float]:
         # the platform's own batch path (parse + inbox + savepoint + handler + outbox, one tx per 500), no Kafka
         proc = BatchProcessor(pool, router, consumer=sc.service, producer=sc.service, topics=topics)
         tag = new_tag()
-        records = [FakeRecord("t", 0, i, b"k", encode(sc.event(i, tag))) for i in range(n)]
+        events_in = [sc.event(i, tag) for i in range(n)]
+        records = [FakeRecord(topics(topic_of(e.event_type)), 0, i, b"k", encode(e)) for i, e in enumerate(events_in)]
         t0 = time.perf_counter()
         for i in range(0, n, 500):
             await proc.process(records[i:i + 500])

@@ -38,6 +38,7 @@ from hub_platform.outbox import OutboxRow, write_outbox, write_outbox_rows
 from hub_platform.telemetry import context_from_headers, current_trace_headers, tracer
 from hub_schema import Envelope, Event, InvalidEvent, Payload, encode, make_event, parse_event
 from hub_schema.envelope import Origin
+from hub_schema.registry import allowed_topics
 from hub_schema.topics import DEAD_LETTERS, TopicNames
 
 log = get_logger(__name__)
@@ -204,7 +205,7 @@ class BatchProcessor:
         parsed: list[tuple[Record, Event[Any] | InvalidEvent]] = []
         for record in records:
             try:
-                parsed.append((record, parse_event(record.value)))
+                parsed.append((record, self._decode(record)))
             except InvalidEvent as exc:
                 parsed.append((record, exc))
         if not parsed:
@@ -234,6 +235,17 @@ class BatchProcessor:
                 backoff = min(backoff * 2, 5.0)
         metrics.BATCH_SECONDS.labels(self.consumer).observe(time.perf_counter() - started)
         self.after_commit()
+
+    def _decode(self, record: Record) -> Event[Any]:
+        """Parse a record and check it arrived on its event type's own topic (the catalog's); routing is by type,
+        so a type read from another topic would let whoever may write that topic speak for another producer."""
+        event = parse_event(record.value)
+        topic = self.topics.logical(record.topic)
+        allowed = allowed_topics(event.event_type)
+        if topic not in allowed:
+            raise InvalidEvent("wrong_topic", f"{event.event_type!r} is accepted only from {', '.join(sorted(allowed))}, "
+                                              f"not from {topic}")
+        return event
 
     async def _process_optimistic(self, parsed: list[tuple[Record, Event[Any] | InvalidEvent]]) -> bool:
         """The whole batch in one transaction without savepoints; False (and nothing committed) if a handler raised.

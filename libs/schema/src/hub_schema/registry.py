@@ -68,6 +68,23 @@ def topic_of(event_type: str) -> str:
     return _TOPIC_OF[event_type]
 
 
+def allowed_topics(event_type: str) -> frozenset[str]:
+    """The logical topics an event type is accepted from: the one the catalog gives it, nothing else.
+
+    Consumers dead-letter an event read from any other topic (`wrong_topic`), so a producer that may
+    write one topic cannot pass its records off as events of another (a PM connector posing as linking).
+    """
+    _load_all()
+    topic = _TOPIC_OF.get(event_type)
+    return frozenset((topic,)) if topic else frozenset()
+
+
+def event_types_on(topic: str) -> tuple[str, ...]:
+    """Every event type whose home is logical `topic` (what a producer ACL for that topic must allow)."""
+    _load_all()
+    return tuple(sorted(t for t, home in _TOPIC_OF.items() if home == topic))
+
+
 _loaded = False
 
 
