@@ -225,7 +225,7 @@ async def on_portal_user(ctx: HandlerContext, event: Event[pm.PmPortalUserUpsert
          "deleted": False}, p.version)
     if not applied:
         return
-    await storage.take_pending(ctx.conn, p.command_id)  # the echo of an invite: the e-mail match pairs it
+    await storage.take_pending(ctx.conn, org, p.command_id)  # the echo of an invite: the e-mail match pairs it
     await _portal_user_changed(ctx, org, p.portal_id, p.id, email_norm, p.modified_at)
 
 
@@ -620,7 +620,7 @@ async def on_client_company(ctx: HandlerContext, event: Event[pm.PmClientCompany
     if not await storage.apply_versioned(conn, "client_companies", {"org_id": org, "portal_id": p.portal_id, "id": p.id},
                                          {"name": p.name, "deleted": False}, p.version):
         return
-    pending = await storage.take_pending(conn, p.command_id)
+    pending = await storage.take_pending(conn, org, p.command_id)
     if await storage.portal_of(conn, org) != p.portal_id:
         return
     if pending is not None and pending["command_type"] == "pm.client_company.create":
@@ -660,7 +660,7 @@ async def on_client_user(ctx: HandlerContext, event: Event[pm.PmClientUserUpsert
                                          {"email": p.email, "email_norm": email_norm, "name": p.name,
                                           "client_company_id": p.client_company_id, "deleted": False}, p.version):
         return
-    pending = await storage.take_pending(conn, p.command_id)
+    pending = await storage.take_pending(conn, org, p.command_id)
     if await storage.portal_of(conn, org) != p.portal_id:
         return
     if pending is not None and pending["command_type"] == "pm.client_user.create":
@@ -693,7 +693,7 @@ async def on_client_user_removed(ctx: HandlerContext, event: Event[pm.PmClientUs
 @router.on("pm.command.rejected")
 async def on_command_rejected(ctx: HandlerContext, event: Event[pm.PmCommandRejected]) -> None:
     p, org = event.payload, event.org_id
-    pending = await storage.take_pending(ctx.conn, p.command_id)
+    pending = await storage.take_pending(ctx.conn, org, p.command_id)
     if pending is None:
         return  # not identity's command (or already settled)
     log.warning("pm side rejected a command", command_type=pending["command_type"], reason_code=p.reason_code,

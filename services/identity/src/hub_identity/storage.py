@@ -224,10 +224,12 @@ async def add_pending(conn: asyncpg.Connection, command_id: uuid.UUID, org_id: s
         "VALUES ($1, $2, $3, $4, $5, $6)", command_id, org_id, command_type, subject_kind, subject_id, request_id)
 
 
-async def take_pending(conn: asyncpg.Connection, command_id: uuid.UUID | None) -> Row | None:
+async def take_pending(conn: asyncpg.Connection, org_id: str, command_id: uuid.UUID | None) -> Row | None:
+    """The pending command an echo answers, removed; only `org_id`'s (an echo naming another org's command finds nothing)."""
     if command_id is None:
         return None
-    return await conn.fetchrow("DELETE FROM pending_commands WHERE command_id = $1 RETURNING *", command_id)
+    return await conn.fetchrow("DELETE FROM pending_commands WHERE org_id = $1 AND command_id = $2 RETURNING *",
+                               org_id, command_id)
 
 
 async def pending_for(conn: asyncpg.Connection, org_id: str, command_type: str, subject_id: str) -> Row | None:

@@ -277,7 +277,7 @@ async def on_project(ctx: HandlerContext, event: Event[pm.PmProjectUpserted]) ->
          "client_user_ids": list(p.client_user_ids), "custom_fields": p.custom_fields, "deleted": False},
         p.version)
     # The echo of a project the hub asked for (S9, S14): link it to the records it was created for.
-    pending = await storage.take_pending(ctx.conn, p.command_id, "create_project")
+    pending = await storage.take_pending(ctx.conn, org, p.command_id, "create_project")
     if pending is not None:
         for r in pending["data"]["records"]:
             await emit_link(ctx, org, p.portal_id, p.id, r["record_type"], r["record_id"], linked=True,
@@ -327,7 +327,7 @@ async def on_client_user(ctx: HandlerContext, event: Event[pm.PmClientUserUpsert
     await store_pm_record(ctx, event, "client_users", "client_user_id",
                           {"email": p.email, "name": p.name, "company_id": p.client_company_id, "deleted": False})
     # Echo of a client user the hub created during an association (S4): pair it and add it to the project.
-    pending = await storage.take_pending(ctx.conn, p.command_id, "client_user_for_project")
+    pending = await storage.take_pending(ctx.conn, org, p.command_id, "client_user_for_project")
     if pending is not None:
         d = pending["data"]
         await storage.set_pair(ctx.conn, org, p.portal_id, "contact", d["contact_id"], p.id)
@@ -358,7 +358,8 @@ async def on_pm_rejected(ctx: HandlerContext, event: Event[pm.PmCommandRejected]
     """A project the hub asked for was refused upstream: nothing to link; tell the log (and drop the pending)."""
     p = event.payload
     row = await ctx.conn.fetchrow(
-        "UPDATE pending_commands SET done = true WHERE command_id = $1 AND NOT done RETURNING kind", p.command_id)
+        "UPDATE pending_commands SET done = true WHERE org_id = $1 AND command_id = $2 AND NOT done RETURNING kind",
+        event.org_id, p.command_id)
     if row is not None:
         ctx.log.info("PM refused a linking command", kind=row["kind"], reason_code=p.reason_code)
 

@@ -292,13 +292,15 @@ async def add_pending(conn: asyncpg.Connection, command_id: uuid.UUID, org_id: s
         command_id, org_id, kind, portal_id, data)
 
 
-async def take_pending(conn: asyncpg.Connection, command_id: uuid.UUID | None, kind: str) -> asyncpg.Record | None:
-    """The pending command this echo answers (once: it is marked done)."""
+async def take_pending(conn: asyncpg.Connection, org_id: str, command_id: uuid.UUID | None,
+                       kind: str) -> asyncpg.Record | None:
+    """The pending command this echo answers (once: it is marked done); only `org_id`'s, so an echo naming
+    another org's command finds nothing."""
     if command_id is None:
         return None
     return await conn.fetchrow(
-        "UPDATE pending_commands SET done = true WHERE command_id = $1 AND kind = $2 AND NOT done RETURNING *",
-        command_id, kind)
+        "UPDATE pending_commands SET done = true WHERE org_id = $1 AND command_id = $2 AND kind = $3 AND NOT done "
+        "RETURNING *", org_id, command_id, kind)
 
 
 # --- service keys ----------------------------------------------------------------------------------

@@ -251,7 +251,7 @@ async def bind_created(ctx: HandlerContext, c: dict[str, Any], side: str, task_i
     """The echo of a create command: learn the new record's id; push anything agreed since.
 
     `integ` = (the integration row or None,) when already read; the writes go out as one statement at the end."""
-    m = await storage.mapping(ctx.conn, c["hub_task_id"])
+    m = await storage.mapping(ctx.conn, ctx.event.org_id, c["hub_task_id"])
     assert m is not None
     state = State.from_json(m["state"])
     state.bind(side, values)
@@ -524,11 +524,11 @@ async def on_crm_task_deleted(ctx: HandlerContext, event: Event[crm.CrmTaskDelet
 async def on_command_rejected(ctx: HandlerContext, event: Event[Any]) -> None:
     """An upstream refused one of our commands: the refused values are taken back, the other side reverted."""
     p = event.payload
-    c = await storage.command(ctx.conn, p.command_id)
+    c = await storage.command(ctx.conn, ctx.event.org_id, p.command_id)
     if c is None:
         return  # another service's command
     await storage.set_command_outcome(ctx.conn, c["command_id"], f"rejected:{p.reason_code}")
-    m = await storage.mapping(ctx.conn, c["hub_task_id"])
+    m = await storage.mapping(ctx.conn, ctx.event.org_id, c["hub_task_id"])
     assert m is not None
     target = c["target"]
     source = domain.other(target)

@@ -158,8 +158,10 @@ async def create_mapping(conn: asyncpg.Connection, *, hub_task_id: uuid.UUID, or
         pm_version, crm_version)
 
 
-async def mapping(conn: asyncpg.Connection, hub_task_id: uuid.UUID) -> Row | None:
-    return _row(await conn.fetchrow("SELECT * FROM task_mappings WHERE hub_task_id = $1 FOR UPDATE", hub_task_id))
+async def mapping(conn: asyncpg.Connection, org_id: str, hub_task_id: uuid.UUID) -> Row | None:
+    """The mapping, locked; only within `org_id` (an id from another org's message finds nothing)."""
+    return _row(await conn.fetchrow("SELECT * FROM task_mappings WHERE org_id = $1 AND hub_task_id = $2 FOR UPDATE",
+                                    org_id, hub_task_id))
 
 
 async def mappings_of_pm_task(conn: asyncpg.Connection, org_id: str, pm_task_id: str) -> list[Row]:
@@ -197,10 +199,11 @@ async def record_command(conn: asyncpg.Connection, *, command_id: uuid.UUID, hub
         command_id, hub_task_id, org_id, target, kind, changes, source_at, acting_user_id)
 
 
-async def command(conn: asyncpg.Connection, command_id: uuid.UUID | None) -> Row | None:
+async def command(conn: asyncpg.Connection, org_id: str, command_id: uuid.UUID | None) -> Row | None:
+    """A command the hub sent to `org_id`; an echo or refusal naming another org's command finds nothing."""
     if command_id is None:
         return None
-    return _row(await conn.fetchrow("SELECT * FROM task_commands WHERE command_id = $1", command_id))
+    return _row(await conn.fetchrow("SELECT * FROM task_commands WHERE org_id = $1 AND command_id = $2", org_id, command_id))
 
 
 async def set_command_outcome(conn: asyncpg.Connection, command_id: uuid.UUID, outcome: str) -> None:
@@ -291,7 +294,7 @@ async def pm_task_context(conn: asyncpg.Connection, org_id: str, task_id: str, p
         "ARRAY(SELECT record_id FROM links WHERE org_id = $1 AND portal_id = $3 AND project_id = $4 AND linked "
         "      ORDER BY record_type, record_id) AS ctx__link_ids "
         "FROM (SELECT 1) AS one LEFT JOIN integrations i ON i.org_id = $1 "
-        "LEFT JOIN task_commands c ON c.command_id = $6",
+        "LEFT JOIN task_commands c ON c.command_id = $6 AND c.org_id = $1",
         org_id, task_id, portal_id, project_id, owner_portal_user_id, command_id)
     assert r is not None
     own, c = _split(r)
@@ -340,7 +343,7 @@ async def crm_task_context(conn: asyncpg.Connection, org_id: str, task_id: str, 
         "(SELECT version FROM crm_tasks WHERE org_id = $1 AND task_id = $2) AS ctx__snap_version, "
         "i.org_id IS NOT NULL AS ctx__integ_exists, i.enabled AS ctx__integ_enabled, i.portal_id AS ctx__integ_portal "
         "FROM (SELECT 1) AS one LEFT JOIN integrations i ON i.org_id = $1 "
-        "LEFT JOIN task_commands c ON c.command_id = $3",
+        "LEFT JOIN task_commands c ON c.command_id = $3 AND c.org_id = $1",
         org_id, task_id, command_id)
     assert r is not None
     own, c = _split(r)
