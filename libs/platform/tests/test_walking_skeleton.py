@@ -157,3 +157,27 @@ async def test_failing_handlers_are_dead_lettered_and_the_rest_of_the_batch_comm
     assert by_code["handler_error"]["x-dlq-attempts"] == b"2"
     assert b"asked the handler to crash" in by_code["handler_error"]["x-dlq-reason"]
     assert await count_rows(hub_env) == 3
+
+
+async def test_statement_that_never_finishes_is_dead_lettered_and_the_partition_flows(
+        hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """A handler statement that would run for an hour is cancelled by statement_timeout on every attempt, then
+    dead-lettered (statement_timeout); the ping behind it on the same key is handled."""
+    await _provision_echo(hub_env)
+    settings = hub_env.settings(echo.EchoSettings, "echo", HUB_DB__STATEMENT_TIMEOUT_MS="300",
+                                HUB_TRANSIENT_RETRY_ATTEMPTS="2")
+    async with running(echo.build(settings)):
+        out = await kafka_probe.reader(topics.TASKS_EVENTS)
+        dlq = await kafka_probe.reader(topics.DEAD_LETTERS)
+        stalled = make_event(DiagPing(seq=1, note="stall"), org_id="org-1", entity_key="diag:1", producer="test",
+                             origin="crm")
+        await kafka_probe.send(stalled)
+        await kafka_probe.send(ping(2))
+        good = await kafka_probe.collect(out, lambda rs: len(rs) >= 1)
+        dead = await kafka_probe.collect(dlq, lambda rs: len(rs) >= 1)
+    assert [e.payload.seq for e in envelopes(good)] == [2]
+    headers = {k: v.decode() for k, v in dead[0].headers}
+    assert headers["x-dlq-code"] == "statement_timeout"
+    assert headers["x-dlq-attempts"] == "2"
+    assert envelopes(dead)[0].event_id == stalled.event_id
+    assert await count_rows(hub_env) == 1

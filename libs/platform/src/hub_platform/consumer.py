@@ -62,6 +62,11 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class DatabaseUnresponsive(ConnectionError):
+    """A statement timed out and the database did not answer a trivial query either: an outage, not the message
+    (a ConnectionError, so one of the INFRASTRUCTURE_ERRORS: the batch is retried, nothing is dead-lettered)."""
+
+
 class PermanentError(Exception):
     """The event can never succeed (failed a domain rule or validation): dead-letter it with `reason`."""
 
@@ -360,6 +365,16 @@ class BatchProcessor:
                         return
                     except INFRASTRUCTURE_ERRORS:
                         raise
+                    except asyncpg.exceptions.QueryCanceledError as exc:
+                        span.record_exception(exc)
+                        await self._database_answers(conn)
+                        metrics.FAILED.labels(self.consumer, env.event_type).inc()
+                        log.warning("statement timed out", error=repr(exc), attempt=attempt)
+                        if attempt >= self.attempts:
+                            await self._dead_letter(conn, record, "statement_timeout",
+                                                    f"a statement of the handler was cancelled on each of {attempt} "
+                                                    f"attempts ({exc}) while the database answered", attempt)
+                            return
                     except Exception as exc:
                         span.record_exception(exc)
                         metrics.FAILED.labels(self.consumer, env.event_type).inc()
@@ -370,6 +385,14 @@ class BatchProcessor:
                 await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "event_type", "correlation_id", "org_id")
+
+    async def _database_answers(self, conn: asyncpg.Connection) -> None:
+        """After a statement timeout: if `SELECT 1` fails too, the database is the problem (retry the batch, never
+        dead-letter); if it answers, the timeout was the message's own statement and counts as a failed attempt."""
+        try:
+            await conn.fetchval("SELECT 1")
+        except (asyncpg.exceptions.QueryCanceledError, *INFRASTRUCTURE_ERRORS) as exc:
+            raise DatabaseUnresponsive(f"the database did not answer after a statement timeout: {exc!r}") from exc
 
     async def _dead_letter(self, conn: asyncpg.Connection, record: Record, code: str, reason: str, attempts: int,
                            outbox: list[OutboxRow] | None = None) -> None:

@@ -21,13 +21,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
-    """A pool whose connections see only the service's own schema first."""
+async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 5,
+                      statement_timeout_ms: int = 0) -> asyncpg.Pool:
+    """A pool whose connections see only the service's own schema first.
+
+    `statement_timeout_ms` (0: none) bounds every statement on the server, so one message whose handler runs a
+    statement that never finishes cannot hold its partition (and its org) for ever: it fails and is retried, then
+    dead-lettered like any failing handler."""
+    server_settings = {"search_path": schema, "application_name": f"hub-{schema}"}
+    if statement_timeout_ms:
+        server_settings["statement_timeout"] = str(statement_timeout_ms)
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        server_settings={"search_path": schema, "application_name": f"hub-{schema}"},
+        server_settings=server_settings,
         init=_init_connection,
     )
 

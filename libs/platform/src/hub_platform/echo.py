@@ -23,6 +23,8 @@ async def on_ping(ctx: HandlerContext, event: Event[DiagPing]) -> None:
         raise PermanentError("the ping asked to be rejected", code="rejected_by_request")
     if event.payload.note == "crash":
         raise RuntimeError("the ping asked the handler to crash")
+    if event.payload.note == "stall":
+        await ctx.conn.execute("SELECT pg_sleep(3600)")  # a statement that never finishes (statement_timeout ends it)
     await ctx.conn.execute(
         "INSERT INTO echo_pings (event_id, seq, entity_key) VALUES ($1, $2, $3)",
         event.event_id, event.payload.seq, event.envelope.entity_key,

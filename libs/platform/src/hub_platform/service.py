@@ -184,7 +184,8 @@ class HubService:
         if s.kafka.create_topics:
             await ensure_topics(s.kafka)
         await db.migrate_async(dsn, s.schema, self.migrations)
-        self.pool = await db.create_pool(dsn, s.schema, min_size=s.db.pool_min, max_size=s.db.pool_max)
+        self.pool = await db.create_pool(dsn, s.schema, min_size=s.db.pool_min, max_size=s.db.pool_max,
+                                         statement_timeout_ms=s.db.statement_timeout_ms)
         self.processor = BatchProcessor(
             self.pool, self.router, consumer=self.name, producer=self.name, topics=self.topics,
             attempts=s.transient_retry_attempts, after_commit=self.relay.wake,

@@ -63,6 +63,11 @@ class DatabaseSettings(BaseModel):
     schema_name: str | None = Field(None, description="Defaults to the service name.")
     pool_min: int = 1
     pool_max: int = 5
+    statement_timeout_ms: int = Field(
+        30_000, ge=0,
+        description="Longest a statement of the service may run (PostgreSQL statement_timeout; 0: no limit). A message "
+                    "whose statement times out on every attempt is dead-lettered (code statement_timeout).",
+    )
 
 
 class ObservabilitySettings(BaseModel):
