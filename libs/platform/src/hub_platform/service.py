@@ -35,6 +35,7 @@ from hub_platform.consumer import BatchProcessor, Router
 from hub_platform.kafka_admin import ensure_topics
 from hub_platform.logs import configure_logging, get_logger
 from hub_platform.outbox import OutboxRelay
+from hub_platform.retention import PLATFORM_RULES, Clock, RetentionJob, RetentionRule, system_clock
 from hub_platform.settings import KafkaSettings, ServiceSettings
 from hub_platform.telemetry import configure_tracing
 from hub_schema import Payload
@@ -96,6 +97,8 @@ class HubService:
         on_started: Sequence[Callable[[HubService], Awaitable[None]]] = (),
         background: Sequence[Callable[[HubService], Awaitable[None]]] = (),
         emits: Sequence[type[Payload]] = (),
+        retention: Sequence[RetentionRule] = (),
+        clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -108,6 +111,9 @@ class HubService:
         self.on_started = list(on_started)
         self.background = list(background)
         self.emits = list(emits)
+        self.retention_rules = [*PLATFORM_RULES, *retention]
+        self.clock = clock
+        self.retention: RetentionJob | None = None
         self._background_tasks: list[asyncio.Task[None]] = []
         self.pool: asyncpg.Pool | None = None
         self.started = False
@@ -196,6 +202,8 @@ class HubService:
             await hook(self)
         for job in self.background:
             self._background_tasks.append(asyncio.create_task(job(self)))
+        self.retention = RetentionJob(self.pool, self.retention_rules, s.retention, clock=self.clock)
+        self._background_tasks.append(asyncio.create_task(self.retention.run()))
         self.started = True
         log.info("service started", topics=self.subscribed, http=f"{s.http_host}:{s.http_port}")
 

@@ -70,6 +70,18 @@ class DatabaseSettings(BaseModel):
     )
 
 
+class RetentionSettings(BaseModel):
+    """How long rows that record what happened (and hold personal data) are kept; 0 keeps them for ever."""
+
+    interval_seconds: float = Field(3600, gt=0, description="How often each service prunes its tables.")
+    batch: int = Field(5000, ge=1, description="Rows deleted per statement.")
+    inbox_days: float = Field(30, ge=0, description="Inbox (de-duplication) rows; keep longer than topic retention.")
+    dead_letter_log_days: float = Field(30, ge=0, description="The dead-letter log (the records stay on the topic).")
+    deliveries_days: float = Field(90, ge=0, description="notifications: sent, failed and suppressed deliveries "
+                                                        "(rendered mails and .xlsx attachments included).")
+    task_decisions_days: float = Field(180, ge=0, description="tasks: the history of mirroring decisions.")
+
+
 class ObservabilitySettings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -88,6 +100,7 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     db: DatabaseSettings = DatabaseSettings()
     obs: ObservabilitySettings = ObservabilitySettings()
+    retention: RetentionSettings = RetentionSettings()
     transient_retry_attempts: int = Field(5, ge=1, description="Attempts for an event whose handler fails unexpectedly.")
     relay_batch: int = Field(500, ge=1)
     relay_poll_seconds: float = Field(0.1, gt=0, description="Outbox poll when no commit woke the relay; bounds the worst-case publish delay.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 
 from hub_platform import db
+from hub_platform.retention import RetentionRule
 from hub_platform.service import HubService
 from hub_platform.settings import ServiceSettings
 from hub_schema import topics
@@ -35,6 +36,8 @@ def build(settings: ServiceSettings | None = None) -> HubService:
         migrations=MIGRATIONS,
         routes=api.routes(),
         background=[run_sender],
+        retention=[RetentionRule("deliveries", "updated_at", "deliveries_days",
+                                 where="state IN ('sent', 'failed', 'suppressed')")],
         emits=[NotificationSent, NotificationFailed, NotificationSuppressed],
         title="hub notifications (e-mail)",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hub_platform import db
+from hub_platform.retention import RetentionRule
 from hub_platform.service import HubService
 from hub_platform.settings import ServiceSettings
 from hub_schema import topics
@@ -24,6 +25,7 @@ def build(settings: ServiceSettings | None = None) -> HubService:
         emits=[cmd.CrmTaskCreate, cmd.CrmTaskUpdate, cmd.CrmNoteAdd, cmd.PmTaskCreate, cmd.PmTaskUpdate,
                TaskMirrorDecided, TaskRequestRefused, NotificationRequested],
         title="hub tasks (task mirroring)",
+        retention=[RetentionRule("task_decisions", "at", "task_decisions_days")],
     )
     service.extra_routes.extend(http.routes(service))
     return service
