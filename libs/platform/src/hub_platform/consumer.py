@@ -33,7 +33,7 @@ import structlog
 from opentelemetry import trace
 
 from hub_platform import metrics
-from hub_platform.logs import get_logger
+from hub_platform.logs import get_logger, redact_text
 from hub_platform.outbox import OutboxRow, write_outbox, write_outbox_rows
 from hub_platform.telemetry import context_from_headers, current_trace_headers, tracer
 from hub_schema import Envelope, Event, InvalidEvent, Payload, encode, make_event, parse_event
@@ -396,6 +396,7 @@ class BatchProcessor:
 
     async def _dead_letter(self, conn: asyncpg.Connection, record: Record, code: str, reason: str, attempts: int,
                            outbox: list[OutboxRow] | None = None) -> None:
+        reason = redact_text(reason)  # the reason is read by operators and kept: no e-mail addresses in it
         first_time = await conn.fetchval(
             'INSERT INTO dead_letter_log (consumer, topic, "partition", "offset", code, reason) '
             "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",

@@ -553,7 +553,7 @@ async def _create_client_users(ctx: HandlerContext, org: str, portal_id: str, co
     duplicates = domain.find_duplicate_emails(candidates, {**{e: r["id"] for e, r in taken.items()}, **claimed})
     if duplicates:
         log.warning("contacts not synced as client users: duplicate e-mails",
-                    duplicates=[d.describe() for d in duplicates])
+                    contacts=[list(d.record_ids) for d in duplicates])
         return
     for contact in to_create:
         command = _client_user_command(portal_id, company_id, contact)
@@ -696,8 +696,7 @@ async def on_command_rejected(ctx: HandlerContext, event: Event[pm.PmCommandReje
     pending = await storage.take_pending(ctx.conn, org, p.command_id)
     if pending is None:
         return  # not identity's command (or already settled)
-    log.warning("pm side rejected a command", command_type=pending["command_type"], reason_code=p.reason_code,
-                reason=p.reason)
+    log.warning("pm side rejected a command", command_type=pending["command_type"], reason_code=p.reason_code)
     if pending["command_type"] in ("pm.client_company.create", "pm.client_user.create") \
             and pending["subject_kind"] in ("account", "contact"):
         portal_id = await storage.portal_of(ctx.conn, org)

@@ -58,7 +58,7 @@ def make_router(renderer: Renderer, *, default_locale: str, message_id_domain: s
         entity_key = f"{event.org_id}:{p.request_id}"
         problem = domain.address_problem(email)
         if problem:
-            raise PermanentError(f"recipient address {email!r} cannot be delivered to: {problem}", "invalid_address")
+            raise PermanentError(f"the recipient address cannot be delivered to: {problem}", "invalid_address")
         if await ctx.conn.fetchval("SELECT state FROM deliveries WHERE request_id = $1", p.request_id):
             await ctx.emit(NotificationSuppressed(
                 request_id=p.request_id, kind=p.kind, recipient_email=email, reason_code="duplicate",

@@ -87,6 +87,11 @@ def classify(exc: BaseException) -> SmtpFailure:
     return SmtpFailure("outage", f"{type(exc).__name__}: {exc}", None)
 
 
+def _loggable(failure: SmtpFailure) -> dict[str, object]:
+    """What a log line says of an SMTP failure: its class and reply code, not the reply text (it quotes addresses)."""
+    return {"smtp_code": failure.code, "failure_class": failure.cls}
+
+
 def build_message(row: Any, from_address: str) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = from_address
@@ -231,7 +236,7 @@ class Sender:
                                        self.policy.outage_max_seconds, random.random())
             self._paused_until = asyncio.get_running_loop().time() + delay
             DEFERRED.labels("outage").inc()
-            log.warning("SMTP server unavailable, mail kept pending", request_id=str(request_id), error=str(failure),
+            log.warning("SMTP server unavailable, mail kept pending", request_id=str(request_id), **_loggable(failure),
                         retry_in=round(delay, 2))
             async with self.pool.acquire() as conn:
                 await storage.reschedule(conn, request_id, attempts=attempts, delay=delay,
@@ -242,7 +247,7 @@ class Sender:
             return
         delay = domain.retry_delay(attempts, self.policy.retry_base_seconds, self.policy.retry_max_seconds, random.random())
         DEFERRED.labels("refused").inc()
-        log.info("SMTP server refused for now, will retry", request_id=str(request_id), error=str(failure),
+        log.info("SMTP server refused for now, will retry", request_id=str(request_id), **_loggable(failure),
                  attempts=attempts, retry_in=round(delay, 2))
         async with self.pool.acquire() as conn:
             await storage.reschedule(conn, request_id, attempts=attempts, delay=delay, error=str(failure), outage=False)
@@ -266,7 +271,8 @@ class Sender:
                 attempts=attempts, error=error[:2000] or "unknown error",
             ), "failed")
         FAILED.labels(row["kind"]).inc()
-        log.warning("mail failed", request_id=str(row["request_id"]), kind=row["kind"], attempts=attempts, error=error)
+        # the error stays in the delivery log and the outcome event; SMTP replies quote the recipient, so not in logs
+        log.warning("mail failed", request_id=str(row["request_id"]), kind=row["kind"], attempts=attempts)
         self.service.relay.wake()
 
     async def _emit(self, conn: asyncpg.Connection, row: Any, payload: Payload, outcome: str) -> None:

@@ -293,7 +293,7 @@ def make_router(settings: SandboxSettings) -> Router:
             rejected = Rejected("invalid", str(exc))
         if rejected is not None:
             model = CrmCommandRejected if side == "crm" else PmCommandRejected
-            ctx.log.info("command rejected", command_type=env.event_type, reason_code=rejected.code, reason=rejected.reason)
+            ctx.log.info("command rejected", command_type=env.event_type, reason_code=rejected.code)
             await world.emit(model(command_id=c.command_id, command_type=env.event_type, reason_code=rejected.code,
                                    reason=rejected.reason[:2000], details=rejected.details),
                              entity_key=env.entity_key, origin=side)
