@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from hub_devstack.harness.linking import ALL_PERMS, ORG, T0, Harness
 from hub_devstack.pytest_plugin import envelopes
 from hub_schema import make_event, topics
-from hub_schema.events import identity
+from hub_schema.events import identity, requests
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +48,27 @@ async def test_user_access_posing_on_hub_requests_is_dead_lettered(linking: Harn
     assert refusal.payload.reason_code == "unknown_user"
     assert not linking.of("linking.integration.changed")
 
+
+
+@pytest.mark.attack("a PM echo from another org carries the command id of org-1's pending project creation",
+                    outcome="nothing is linked and org-1's pending command stays open; org-1's own echo still links")
+async def test_project_echo_from_another_org_changes_nothing(linking: Harness) -> None:
+    await linking.admin_with_portal()
+    await linking.account("acc-1", "Acme")
+    await linking.settled()
+    await linking.enable()
+    await linking.request(requests.ProjectCreateFromRecord(request_id=uuid.uuid4(), acting_user_id="u-admin",
+                                                           record_type="account", record_id="acc-1", name="Acme support"))
+    create = await linking.one("pm.project.create")
+    command_id = create.payload.command_id
+    await linking.project("proj-evil", users=["pu-admin"], command_id=command_id, org="org-mallory")
+    await linking.settled()
+    conn = await linking.db()
+    try:
+        assert await conn.fetchval("SELECT done FROM pending_commands WHERE command_id = $1", command_id) is False
+        assert await conn.fetchval("SELECT count(*) FROM links WHERE project_id = 'proj-evil'") == 0
+    finally:
+        await conn.close()
+    await linking.project("proj-new", users=["pu-admin"], command_id=command_id)
+    await linking.one("linking.link.changed", lambda e: e.payload.project_id == "proj-new")
+    assert not [e for e in linking.of("linking.link.changed") if e.payload.project_id == "proj-evil"]
