@@ -393,10 +393,9 @@ def requests_handler(event_type: str):  # type: ignore[no-untyped-def]
     def register(fn):  # type: ignore[no-untyped-def]
         async def run(ctx: HandlerContext, event: Event[Any]) -> None:
             try:
-                async with ctx.conn.transaction():
+                async with ctx.savepoint():  # a refusal undoes the rows and the events begun
                     await fn(ctx, event)
             except Refused as exc:
-                del ctx.emitted[:]  # nothing emitted in the rolled-back savepoint survived
                 await refuse(ctx, event, exc)
         router.on(event_type)(run)
         return fn
@@ -523,16 +522,14 @@ async def run_matching(ctx: HandlerContext, org: str, portal_id: str, admin: dom
     for client in clients:
         outcome: domain.MatchResult | None = None
         for attempt in range(1, MATCHING_ATTEMPTS + 1):
-            mark = len(ctx.emitted)
             try:
-                async with conn.transaction():
+                async with ctx.savepoint():
                     outcome, n = await _match_one(ctx, org, portal_id, client["company_id"], client["name"], index)
                 linked += n
                 break
             except INFRASTRUCTURE_ERRORS:
                 raise
             except Exception as exc:  # transient: retried, then reported as an error for this client
-                del ctx.emitted[mark:]
                 ctx.log.warning("matching a client failed", client_id=client["company_id"], attempt=attempt,
                                 error=repr(exc))
                 outcome = domain.MatchResult(client["company_id"], client["name"], "error",
@@ -822,10 +819,9 @@ async def on_dissociate(ctx: HandlerContext, event: Event[requests.ProjectDissoc
 @router.on("hub.project.create_from_record")
 async def on_create_from_record(ctx: HandlerContext, event: Event[requests.ProjectCreateFromRecord]) -> None:
     try:
-        async with ctx.conn.transaction():
+        async with ctx.savepoint():
             await _create_from_record(ctx, event)
     except Refused as exc:
-        del ctx.emitted[:]
         await refuse(ctx, event, exc)
         if exc.code == "duplicate_email":
             actor = await storage.get_actor(ctx.conn, event.org_id, event.payload.acting_user_id)
