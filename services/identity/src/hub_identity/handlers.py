@@ -29,8 +29,10 @@ Decisions a reader needs to know (deliberate, tested where they matter):
   `command_id` arrives (then `linked`), or `unlinked` if the PM side rejects it.
 - S19 in automatic sync (no acting user to tell): an account's contacts are created as
   client users all together or not at all when e-mails collide; the collision is logged.
-- The initial profile comes with `hub.integration.enable` (S3) when an admin sent it;
-  linking answers that request (accept / refuse), so identity emits no refusal for it.
+- The initial profile comes with the set-up (S3), but identity never acts on the raw
+  `hub.integration.enable`: linking decides it (admin, plan S17, field mapping), and only the
+  `linking.integration.changed` that accepts it (`profile_request_id` set) applies its
+  permissions. A refused enable therefore changes no profile and no one's access.
 - Accounts that existed before the enable (S13 with S21/S22): linking owns client <-> account
   matching (normalised names, its own customer_pairs) and reports it as
   `linking.matching.completed`. Identity adopts that result instead of matching again:
@@ -246,6 +248,8 @@ async def on_integration_changed(ctx: HandlerContext, event: Event[linking.Integ
     pending = p.state == "enabled" and p.matching_pending
     if not await storage.apply_integration(ctx.conn, org, p.state, p.portal_id, p.revision, pending):
         return
+    if p.profile_request_id is not None and p.permissions is not None:
+        await apply_accepted_profile(ctx, org, p.permissions, p.changed_by, p.profile_request_id)
     if p.state != "enabled" or p.portal_id is None:
         return
     for user in await storage.crm_users_of_org(ctx.conn, org):
@@ -291,15 +295,14 @@ async def on_permissions_change(ctx: HandlerContext, event: Event[requests.Permi
     await change_profile(ctx, org, p.permissions, p.effective_from, p.acting_user_id, p.request_id)
 
 
-@router.on("hub.integration.enable")
-async def on_integration_enable(ctx: HandlerContext, event: Event[requests.IntegrationEnable]) -> None:
-    p, org = event.payload, event.org_id
-    if not await _is_admin(ctx.conn, org, p.acting_user_id):
-        return  # linking refuses the request; identity keeps the old profile
+async def apply_accepted_profile(ctx: HandlerContext, org: str, profile: PermissionProfile, changed_by: str,
+                                 request_id: uuid.UUID) -> None:
+    """The profile of a set-up linking accepted (S3); the raw hub.integration.enable is not identity's to act on,
+    since linking may refuse it (S17 plan, field mapping, not admin) and a refused save must change nothing."""
     latest = await storage.latest_profile(ctx.conn, org)
-    if latest is not None and latest.profile == p.permissions:
+    if latest is not None and latest.profile == profile:
         return
-    await change_profile(ctx, org, p.permissions, None, p.acting_user_id, p.request_id)
+    await change_profile(ctx, org, profile, None, changed_by, request_id)
 
 
 # --- S18 import and S19 duplicate e-mails ---------------------------------------------------------

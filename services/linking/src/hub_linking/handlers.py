@@ -112,7 +112,7 @@ async def notify(ctx: HandlerContext, org_id: str, actor: domain.Actor | None, k
 
 
 def _integration_changed(row: asyncpg.Record, *, changed_by: str, previous: str | None = None,
-                         matching_pending: bool = False) -> IntegrationChanged:
+                         matching_pending: bool = False, profile_request_id: uuid.UUID | None = None) -> IntegrationChanged:
     enabled = row["state"] == "enabled"
     return IntegrationChanged(
         state=row["state"], portal_id=row["portal_id"] if enabled else None,
@@ -122,14 +122,16 @@ def _integration_changed(row: asyncpg.Record, *, changed_by: str, previous: str 
         field_mapping=[FieldMapping.model_validate(m) for m in row["field_mapping"]] if enabled else None,
         permissions=PermissionProfile.model_validate(row["permissions"]) if enabled else None,
         matching_pending=matching_pending and enabled,
+        profile_request_id=profile_request_id if enabled else None,
     )
 
 
 async def emit_integration(ctx: HandlerContext, org_id: str, changed_by: str, previous: str | None = None,
-                           matching_pending: bool = False) -> None:
+                           matching_pending: bool = False, profile_request_id: uuid.UUID | None = None) -> None:
     row = await storage.get_integration(ctx.conn, org_id)
     assert row is not None
-    payload = _integration_changed(row, changed_by=changed_by, previous=previous, matching_pending=matching_pending)
+    payload = _integration_changed(row, changed_by=changed_by, previous=previous, matching_pending=matching_pending,
+                                   profile_request_id=profile_request_id)
     await ctx.emit(payload, entity_key=f"{org_id}:integration", org_id=org_id, origin="hub")
 
 
@@ -430,7 +432,10 @@ async def on_enable(ctx: HandlerContext, event: Event[requests.IntegrationEnable
     assert current is not None
     # First enable of this portal: match clients to accounts (S21/S22). Re-enabling does not resync (S7).
     first_enable = p.portal_id not in current["matched_portals"]
-    await emit_integration(ctx, org, actor.crm_user_id, previous, matching_pending=first_enable)
+    # The accepted set-up carries the permission profile: identity applies it from this event, never from the
+    # raw request, so a refused enable changes no one's access (S3, S17).
+    await emit_integration(ctx, org, actor.crm_user_id, previous, matching_pending=first_enable,
+                           profile_request_id=p.request_id)
     if first_enable:
         await run_matching(ctx, org, p.portal_id, actor)
 

@@ -46,6 +46,11 @@ class IntegrationChanged(Payload):
         "True when client <-> account matching (S21/S22) runs for this portal as part of this change: a "
         "linking.matching.completed follows on the same key (\"<org>:integration\"). Identity holds new "
         "accounts back until it arrives, so no client company is created for an account matching pairs."))
+    profile_request_id: uuid.UUID | None = Field(None, description=(
+        "Set when this change is an accepted hub.integration.enable: that request's id. Its `permissions` are "
+        "then the profile the admin set, and identity applies them (S3) only now, once linking has accepted the "
+        "set-up: a refused enable changes no one's access. A switch or disable carries the settings over and "
+        "leaves the profile as it is (hub.permissions.change may have changed it since)."))
 
 
 @event("linking.link.changed", topic=topics.LINKING_EVENTS)
