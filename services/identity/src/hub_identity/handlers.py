@@ -35,7 +35,8 @@ Decisions a reader needs to know (deliberate, tested where they matter):
   permissions. A refused enable therefore changes no profile and no one's access.
 - Accounts that existed before the enable (S13 with S21/S22): linking owns client <-> account
   matching (normalised names, its own customer_pairs) and reports it as
-  `linking.matching.completed`. Identity adopts that result instead of matching again:
+  `linking.matching.page` events (rows cut to fit a message) and then `linking.matching.completed`
+  (counts). Identity adopts that result instead of matching again:
   (1) every matched pair becomes a `linked` account mapping (identity.customer_mapping.changed;
   no company is created for it) and the account's contacts become client users of the matched
   company (S19: an e-mail collision creates none of them, as in every automatic sync);
@@ -259,18 +260,35 @@ async def on_integration_changed(ctx: HandlerContext, event: Event[linking.Integ
         await sync_unmapped_accounts(ctx, org, p.portal_id)
 
 
+@router.on("linking.matching.page")
+async def on_matching_page(ctx: HandlerContext, event: Event[linking.MatchingPage]) -> None:
+    """Adopt one page of linking's client <-> account pairs; note the ambiguous clients for the end (module doc)."""
+    p, org, conn = event.payload, event.org_id, ctx.conn
+    portal_id = await storage.portal_of(conn, org)
+    if portal_id is None or portal_id != p.portal_id:
+        log.info("matching rows for a portal not in use ignored", portal_id=p.portal_id, current=portal_id)
+        return
+    for m in p.rows.matched:
+        await adopt_matched_pair(ctx, org, portal_id, m.account_id, m.client_company_id)
+    ambiguous = [u.client_company_id for u in p.rows.unmatched if u.reason_code == "ambiguous"]
+    if ambiguous:
+        await conn.execute(
+            "INSERT INTO matching_ambiguous (org_id, report_id, client_company_id) SELECT $1, $2, unnest($3::text[]) "
+            "ON CONFLICT DO NOTHING", org, p.report_id, ambiguous)
+
+
 @router.on("linking.matching.completed")
 async def on_matching_completed(ctx: HandlerContext, event: Event[linking.MatchingCompleted]) -> None:
-    """Adopt linking's client <-> account pairs, then sync every account still unmapped (see module doc)."""
+    """The pages (adopted already, same key, in order) are all in: sync every account still unmapped."""
     report, org, conn = event.payload.report, event.org_id, ctx.conn
+    ambiguous = {r["client_company_id"] for r in await conn.fetch(
+        "DELETE FROM matching_ambiguous WHERE org_id = $1 AND report_id = $2 RETURNING client_company_id",
+        org, report.report_id)}
     portal_id = await storage.portal_of(conn, org)
     if portal_id is None or portal_id != report.portal_id:
         log.info("matching result for a portal not in use ignored", portal_id=report.portal_id, current=portal_id)
         return
     await storage.set_matching_pending(conn, org, False)
-    for m in report.matched:
-        await adopt_matched_pair(ctx, org, portal_id, m.account_id, m.client_company_id)
-    ambiguous = {u.client_company_id for u in report.unmatched if u.reason_code == "ambiguous"}
     await sync_unmapped_accounts(ctx, org, portal_id, ambiguous)
 
 

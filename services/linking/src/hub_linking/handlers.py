@@ -34,6 +34,7 @@ from hub_schema.events.linking import (
     LinkChanged,
     LinkingRequestRefused,
     MatchingCompleted,
+    MatchingPage,
     ProjectAssociated,
     ProjectCreationRequested,
     ResyncRequested,
@@ -42,7 +43,9 @@ from hub_schema.events.linking import (
 )
 from hub_schema.events.notifications import (
     MatchedClient,
-    MatchingReport,
+    MatchingReportPage,
+    MatchingReportSummary,
+    NotificationReportPage,
     NotificationRequested,
     Recipient,
     UnmatchedClient,
@@ -98,11 +101,17 @@ async def emit_command(ctx: HandlerContext, payload: cmd.Command, entity_key: st
 
 
 async def notify(ctx: HandlerContext, org_id: str, actor: domain.Actor | None, kind: str, *, optional: bool,
-                 data: dict[str, Any], report: MatchingReport | None = None) -> None:
+                 data: dict[str, Any], report: MatchingReportSummary | None = None,
+                 report_pages: list[MatchingReportPage] = ()) -> None:  # type: ignore[assignment]
+    """Ask for an e-mail; a matching report's rows go first as pages on the request's own key (same partition,
+    so the notification service has them all when the request arrives)."""
     if actor is None or not actor.email:
         ctx.log.warning("no e-mail address for notification", kind=kind)
         return
     request_id = uuid.uuid5(ctx.event.event_id, kind)  # deterministic: a replay asks for the same e-mail
+    for rows in report_pages:
+        await ctx.emit(NotificationReportPage(request_id=request_id, rows=rows),
+                       entity_key=f"{org_id}:{request_id}", org_id=org_id, origin="hub")
     await ctx.emit(NotificationRequested(
         request_id=request_id, kind=kind, optional=optional,  # type: ignore[arg-type]
         recipient=Recipient(user_id=actor.crm_user_id, email=actor.email, name=actor.name,
@@ -547,12 +556,20 @@ async def run_matching(ctx: HandlerContext, org: str, portal_id: str, admin: dom
             unmatched.append(UnmatchedClient(client_company_id=outcome.client_id, client_name=outcome.client_name,
                                              reason_code=outcome.outcome, reason=outcome.reason))  # type: ignore[arg-type]
     await storage.mark_matched(conn, org, portal_id)
-    report = MatchingReport(portal_id=portal_id, finished_at=now(), matched=matched[:1000], unmatched=unmatched[:1000])
+    # The report goes by reference: its rows in pages cut to fit a message, then the counts (issue 15).
+    cut = domain.report_pages(matched, unmatched)
+    pages = [MatchingReportPage(page=n, pages=len(cut), matched=m, unmatched=u) for n, (m, u) in enumerate(cut, 1)]
+    report = MatchingReportSummary(report_id=uuid.uuid5(ctx.event.event_id, "matching_report"), portal_id=portal_id,
+                                   finished_at=now(), matched=len(matched), unmatched=len(unmatched), pages=len(pages))
     # Same key as linking.integration.changed: identity must see the enable (matching_pending) before the result.
+    for rows in pages:
+        await ctx.emit(MatchingPage(report_id=report.report_id, portal_id=portal_id, rows=rows),
+                       entity_key=f"{org}:integration", org_id=org, origin="hub")
     await ctx.emit(MatchingCompleted(report=report, requested_by=admin.crm_user_id, projects_linked=linked),
                    entity_key=f"{org}:integration", org_id=org, origin="hub")
     await notify(ctx, org, admin, "matching_report", optional=False,
-                 data={"counts": {"matched": len(matched), "unmatched": len(unmatched)}}, report=report)
+                 data={"counts": {"matched": len(matched), "unmatched": len(unmatched)}}, report=report,
+                 report_pages=pages)
 
 
 async def _match_one(ctx: HandlerContext, org: str, portal_id: str, company_id: str, name: str,
