@@ -8,7 +8,6 @@ dead-lettered, and a new account gets its client company afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import io
 from pathlib import Path
 
@@ -34,13 +33,13 @@ async def test_S21_S22_report_of_5000_clients_arrives_whole_and_accounts_keep_fl
         admin = stack.sandbox(acting_user_id="u-admin")
         await admin.crm.upsert_user(id="u-admin", email="admin@example.com", name="Ada", active=True, is_admin=True, locale="ja")
         await admin.pm.upsert_portal(id="p-1", name="Portal", plan="paid", active=True)
-        for start in range(1, CLIENTS + 1, 100):
-            chunk = range(start, min(start + 100, CLIENTS + 1))
-            await asyncio.gather(*(admin.pm.upsert_client_company(id=f"cc-{i:05d}", portal_id="p-1", name=client_name(i))
-                                   for i in chunk))
-            await asyncio.gather(*(admin.crm.upsert_account(id=f"a-{i:05d}", name=client_name(i))
-                                   for i in chunk if i <= MATCHED))
-        await stack.quiesce(600)
+        for start in range(1, CLIENTS + 1, 500):
+            chunk = range(start, min(start + 500, CLIENTS + 1))
+            await admin.upsert_many("pm", "client_company", [{"id": f"cc-{i:05d}", "portal_id": "p-1", "name": client_name(i)}
+                                                             for i in chunk])
+            await admin.upsert_many("crm", "account", [{"id": f"a-{i:05d}", "name": client_name(i)}
+                                                       for i in chunk if i <= MATCHED])
+        await stack.quiesce(900)
 
         await admin.request("hub.integration.enable", portal_id="p-1", field_mapping=[], permissions=PROFILE,
                             deal_won_creates_project=False)
