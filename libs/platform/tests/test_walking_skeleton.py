@@ -181,3 +181,30 @@ async def test_statement_that_never_finishes_is_dead_lettered_and_the_partition_
     assert headers["x-dlq-attempts"] == "2"
     assert envelopes(dead)[0].event_id == stalled.event_id
     assert await count_rows(hub_env) == 1
+
+
+@pytest.mark.parametrize("batch_path", ["optimistic", "careful"])
+async def test_work_undone_in_a_savepoint_publishes_nothing(hub_env: HubEnv, kafka_probe: KafkaProbe, batch_path: str) -> None:
+    """A handler that refuses part-way (`ctx.savepoint()`) leaves neither the row nor the event it had begun.
+
+    On the optimistic path events wait in the batch's outbox list; on the careful path (a crashing ping in the
+    batch forces it) they are outbox rows: both must be undone with the savepoint.
+    """
+    await _provision_echo(hub_env)
+    from hub_schema.events.diagnostics import DiagPing as Ping
+
+    def note_ping(seq: int, note: str) -> object:
+        return make_event(Ping(seq=seq, note=note), org_id="org-1", entity_key="diag:1", producer="test", origin="crm")
+
+    batch = [ping(1), note_ping(2, "undo"), ping(3)]
+    if batch_path == "careful":
+        batch.append(note_ping(4, "crash"))
+    batch.append(ping(5))
+    for envelope in batch:  # on the topic before the service starts: one batch
+        await kafka_probe.send(envelope)
+    settings = hub_env.settings(echo.EchoSettings, "echo", HUB_TRANSIENT_RETRY_ATTEMPTS="1")
+    async with running(echo.build(settings)):
+        out = await kafka_probe.reader(topics.TASKS_EVENTS)
+        pongs = await kafka_probe.collect(out, lambda rs: any(e.payload.seq == 5 for e in envelopes(rs)), settle=1.0)
+    assert [e.payload.seq for e in envelopes(pongs)] == [1, 3, 5]
+    assert await count_rows(hub_env) == 3

@@ -24,7 +24,7 @@ def _envelope(payload: Payload) -> Any:
     return make_event(payload, org_id="org-1", entity_key="test:1", producer="test", origin="crm")
 
 
-def _raw(event_type: str, payload: dict[str, Any], version: int = 1) -> bytes:
+def _raw(event_type: str, payload: dict[str, Any], version: int | None = None) -> bytes:
     """A message with a hand-made payload (what a misbehaving producer could send)."""
     env = json.loads(encode(_envelope(sample(event_type, version))))
     env["payload"] = payload

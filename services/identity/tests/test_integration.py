@@ -409,18 +409,25 @@ async def test_S23_profile_at_time_t_read_api(hub_env: HubEnv, kafka_probe: Kafk
     assert bad.status_code == 400
 
 
-def matching_done(matched: list[tuple[str, str, str]], unmatched: list[tuple[str, str, str]] = []) -> Any:  # noqa: B006
-    """linking.matching.completed as linking sends it: same key as linking.integration.changed."""
-    from hub_schema.events.notifications import MatchedClient, MatchingReport, UnmatchedClient
+def matching_done(matched: list[tuple[str, str, str]], unmatched: list[tuple[str, str, str]] = []) -> list[Any]:  # noqa: B006
+    """The matching result as linking sends it, on the key of linking.integration.changed: one
+    linking.matching.page per row (so adoption across pages is exercised), then linking.matching.completed."""
+    from hub_schema.events.notifications import MatchedClient, MatchingReportPage, MatchingReportSummary, UnmatchedClient
 
-    report = MatchingReport(
-        portal_id=PORTAL, finished_at=T0,
-        matched=[MatchedClient(client_company_id=cc, client_name=name, account_id=acc, account_name=name)
-                 for cc, acc, name in matched],
-        unmatched=[UnmatchedClient(client_company_id=cc, client_name=name, reason_code=code, reason=code)  # type: ignore[arg-type]
-                   for cc, name, code in unmatched])
-    return ev(linking.MatchingCompleted(report=report, requested_by="u-admin", projects_linked=0),
-              f"{ORG}:integration", "hub")
+    rows = ([MatchedClient(client_company_id=cc, client_name=name, account_id=acc, account_name=name)
+             for cc, acc, name in matched]
+            + [UnmatchedClient(client_company_id=cc, client_name=name, reason_code=code, reason=code)  # type: ignore[arg-type]
+               for cc, name, code in unmatched])
+    report_id = uuid.uuid4()
+    pages = [MatchingReportPage(page=n, pages=len(rows), matched=[r] if isinstance(r, MatchedClient) else [],
+                                unmatched=[r] if isinstance(r, UnmatchedClient) else [])
+             for n, r in enumerate(rows, 1)]
+    summary = MatchingReportSummary(report_id=report_id, portal_id=PORTAL, finished_at=T0, matched=len(matched),
+                                    unmatched=len(unmatched), pages=max(len(rows), 1))
+    return [*(ev(linking.MatchingPage(report_id=report_id, portal_id=PORTAL, rows=page), f"{ORG}:integration", "hub")
+              for page in pages),
+            ev(linking.MatchingCompleted(report=summary, requested_by="u-admin", projects_linked=0),
+               f"{ORG}:integration", "hub")]
 
 
 async def test_S13_S21_matching_result_is_adopted_and_accounts_from_before_the_enable_sync_with_no_duplicate(
@@ -457,7 +464,8 @@ async def test_S13_S21_matching_result_is_adopted_and_accounts_from_before_the_e
         assert not out.payloads("pm.client_company.create"), "nothing is created while matching is pending"
         assert not out.payloads("identity.customer_mapping.changed")
         # Linking matched cc-1 <-> acc-1 (normalised names): identity adopts it and creates the rest.
-        await kafka_probe.send(matching_done([("cc-1", "acc-1", "Acme")], [("cc-7", "Initech", "ambiguous")]))
+        for sent in matching_done([("cc-1", "acc-1", "Acme")], [("cc-7", "Initech", "ambiguous")]):
+            await kafka_probe.send(sent)
         await out.wait(lambda o: len(o.payloads("pm.client_company.create")) == 3
                        and bool(o.payloads("pm.client_user.create", crm_record_id="con-1")), settle=1.0)
         adopted = out.payloads("identity.customer_mapping.changed", crm_id="acc-1")
@@ -472,7 +480,8 @@ async def test_S13_S21_matching_result_is_adopted_and_accounts_from_before_the_e
         await out.wait(lambda o: bool(o.payloads("pm.client_user.create", crm_record_id="con-2")))
         assert out.payloads("pm.client_user.create", crm_record_id="con-2")[0].client_company_id == "cc-1"
         # The same result again (a resync) creates and pairs nothing twice.
-        await kafka_probe.send(matching_done([("cc-1", "acc-1", "Acme")]))
+        for sent in matching_done([("cc-1", "acc-1", "Acme")]):
+            await kafka_probe.send(sent)
         await kafka_probe.send(crm_user("u-marker", "m@org.example"))
         await out.wait(lambda o: bool(o.payloads("identity.user_access.changed", crm_user_id="u-marker")), settle=1.5)
     assert len(out.payloads("pm.client_company.create")) == 3
@@ -493,7 +502,8 @@ async def test_S13_S21_a_create_in_flight_when_matching_pairs_its_account_is_not
         await out.wait(lambda o: bool(o.payloads("pm.client_company.create", crm_account_id="acc-1")))
         create = out.payloads("pm.client_company.create")[0]
         # A resync's matching pairs acc-1 with cc-1 (normalised names) before the create's echo.
-        await kafka_probe.send(matching_done([("cc-1", "acc-1", "Acme")]))
+        for sent in matching_done([("cc-1", "acc-1", "Acme")]):
+            await kafka_probe.send(sent)
         await out.wait(lambda o: o.payloads("identity.customer_mapping.changed", crm_id="acc-1")[-1].state == "linked")
         await kafka_probe.send(ev(pm.PmClientCompanyUpserted(portal_id=PORTAL, id="cc-new", name="Acme", version=1,
                                                              command_id=create.command_id, **V),

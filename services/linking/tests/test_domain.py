@@ -65,3 +65,21 @@ def test_S24_keys_are_random_and_compared_by_hash() -> None:
     a, b = domain.new_service_key(), domain.new_service_key()
     assert a != b and len(a) > 40
     assert domain.key_matches(a, domain.key_sha256(a)) and not domain.key_matches(b, domain.key_sha256(a))
+
+
+def test_report_pages_fit_a_message_whatever_the_names_and_keep_every_row_in_order() -> None:
+    """Issue 15: a report is cut by encoded size (long Japanese names make small pages), never truncated."""
+    from hub_schema.events.notifications import MatchedClient, UnmatchedClient
+
+    long_ja = "株式会社" * 63  # 252 characters, 756 bytes in UTF-8
+    matched = [MatchedClient(client_company_id=f"cc-{i}", client_name=long_ja, account_id=f"acc-{i}",
+                             account_name=long_ja) for i in range(3000)]
+    unmatched = [UnmatchedClient(client_company_id=f"cu-{i}", client_name=f"Client {i}", reason_code="no_match",
+                                 reason="no account has this name") for i in range(2500)]
+    pages = domain.report_pages(matched, unmatched)
+    assert [m for page in pages for m in page[0]] == matched
+    assert [u for page in pages for u in page[1]] == unmatched
+    for page_matched, page_unmatched in pages:
+        assert sum(len(r.model_dump_json().encode()) + 1 for r in [*page_matched, *page_unmatched]) <= domain.PAGE_BYTES
+        assert len(page_matched) <= domain.PAGE_ROWS and len(page_unmatched) <= domain.PAGE_ROWS
+    assert domain.report_pages([], []) == [([], [])]

@@ -266,8 +266,14 @@ async def test_S21_S22_matching_links_matches_and_reports_once(linking: Harness)
     key = await linking.new_key()
     await linking.enable()
     note = await linking.one("notification.requested", lambda e: e.payload.kind == "matching_report")
-    report = note.payload.matching_report
+    summary = note.payload.matching_report
     assert note.payload.recipient.user_id == "u-admin"
+    assert (summary.matched, summary.unmatched, summary.pages) == (1, 3, 1)
+    [page] = [e.payload.rows for e in linking.of("notification.report_page")
+              if e.payload.request_id == note.payload.request_id]
+    [linking_page] = [e.payload for e in linking.of("linking.matching.page")]
+    assert linking_page.rows == page and linking_page.report_id == summary.report_id
+    report = page
     assert [(m.client_company_id, m.account_id) for m in report.matched] == [("cc-1", "acc-1")]
     unmatched = {u.client_company_id: u for u in report.unmatched}
     assert {k: u.reason_code for k, u in unmatched.items()} == {"cc-2": "ambiguous", "cc-3": "no_match", "cc-4": "error"}

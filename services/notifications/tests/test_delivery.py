@@ -32,7 +32,10 @@ from hub_schema.envelope import Envelope
 from hub_schema.events.notifications import (
     MatchedClient,
     MatchingReport,
+    MatchingReportPage,
+    MatchingReportSummary,
     NotificationPreferencesChange,
+    NotificationReportPage,
     NotificationRequested,
     Recipient,
     UnmatchedClient,
@@ -68,12 +71,33 @@ def request(kind: str, data: dict[str, Any] | None = None, *, locale: str | None
             email: str = "taro.yamada@example.co.jp", name: str | None = "山田 太郎",
             report: MatchingReport | None = None, request_id: uuid.UUID | None = None) -> Envelope:
     rid = request_id or uuid.uuid4()
+    summary = None
+    if report is not None:
+        summary = MatchingReportSummary(report_id=uuid.uuid5(rid, "report"), portal_id=report.portal_id,
+                                        finished_at=report.finished_at, matched=len(report.matched),
+                                        unmatched=len(report.unmatched), pages=len(_cut(report, 3)))
     payload = NotificationRequested(
         request_id=rid, kind=kind, optional=optional,  # type: ignore[arg-type]
         recipient=Recipient(email=email, name=name, locale=locale),  # type: ignore[arg-type]
-        data=data or {}, matching_report=report,
+        data=data or {}, matching_report=summary,
     )
     return make_event(payload, org_id="org-1", entity_key=f"org-1:{rid}", producer="tasks", origin="hub")
+
+
+def _cut(report: MatchingReport, rows_per_page: int) -> list[list[Any]]:
+    rows: list[Any] = [*report.matched, *report.unmatched]
+    return [rows[i:i + rows_per_page] for i in range(0, len(rows), rows_per_page)] or [[]]
+
+
+def report_pages(req: Envelope, report: MatchingReport, rows_per_page: int) -> list[Envelope]:
+    """The notification.report_page events a producer sends before `req` (same key)."""
+    cut = _cut(report, rows_per_page)
+    assert req.payload["matching_report"]["pages"] == len(cut)
+    return [make_event(NotificationReportPage(request_id=uuid.UUID(str(req.payload["request_id"])), rows=MatchingReportPage(
+        page=n, pages=len(cut), matched=[r for r in rows if isinstance(r, MatchedClient)],
+        unmatched=[r for r in rows if isinstance(r, UnmatchedClient)])),
+        org_id="org-1", entity_key=req.entity_key, producer="linking", origin="hub")
+        for n, rows in enumerate(cut, 1)]
 
 
 async def wait_mails(sink: SmtpSink, count: int, timeout: float = 30.0) -> list[EmailMessage]:
@@ -180,6 +204,8 @@ async def test_S21_S22_matching_report_is_attached_as_xlsx(hub_env: HubEnv, kafk
     env = request("matching_report", {"portal_name": "acme-projects"}, locale="en", report=report)
     async with running(build(settings_for(hub_env, sink.port))):
         out = await kafka_probe.reader(topics.NOTIFICATION_OUTCOMES)
+        for page in report_pages(env, report, rows_per_page=3):  # the rows first, on the request's key
+            await kafka_probe.send(page)
         await kafka_probe.send(env)
         [m] = await wait_mails(sink, 1)
         records = await kafka_probe.collect(out, lambda rs: len(rs) >= 1)
@@ -288,15 +314,21 @@ async def test_bad_requests_are_dead_lettered_with_the_reason(hub_env: HubEnv, k
     no_template = request("task_update_failed", {"task_name": "x"}, locale="en")
     missing_data = request("subtask_update_failed", {"project_name": "no task named"})
     good = request("task_update_failed", {"task_name": "still flowing"})
+    report = MatchingReport(portal_id="portal-1", finished_at=datetime(2024, 4, 1, tzinfo=timezone.utc), matched=[],
+                            unmatched=[UnmatchedClient(client_company_id=f"cc-{i}", client_name=f"Client {i}",
+                                                       reason_code="no_match", reason="no account") for i in range(4)])
+    pages_missing = request("matching_report", {}, locale="ja", report=report)
     async with running(build(settings_for(hub_env, sink.port, HUB_TEMPLATES_DIR=str(templates)))):
         dlq = await kafka_probe.reader(topics.DEAD_LETTERS)
-        for env in (bad_address, no_template, missing_data, good):
+        await kafka_probe.send(report_pages(pages_missing, report, rows_per_page=3)[0])  # page 1 of 2 only
+        for env in (bad_address, no_template, missing_data, pages_missing, good):
             await kafka_probe.send(env)
-        dead = await kafka_probe.collect(dlq, lambda rs: len(rs) >= 3, settle=1.0)
+        dead = await kafka_probe.collect(dlq, lambda rs: len(rs) >= 4, settle=1.0)
         [m] = await wait_mails(sink, 1)
     assert m["X-Hub-Request-Id"] == good.payload["request_id"]
     reasons = {dict(r.headers)["x-dlq-code"].decode(): dict(r.headers)["x-dlq-reason"].decode() for r in dead}
-    assert set(reasons) == {"invalid_address", "unknown_template", "invalid_template_data"}
+    assert set(reasons) == {"invalid_address", "unknown_template", "invalid_template_data", "report_incomplete"}
+    assert "1 of 2 pages" in reasons["report_incomplete"]
     assert "taro..yamada" not in reasons["invalid_address"] and "dot" in reasons["invalid_address"]  # no address in reasons
     assert "task_update_failed" in reasons["unknown_template"] and "'en'" in reasons["unknown_template"]
     assert "task_name" in reasons["invalid_template_data"]

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -103,6 +103,26 @@ class HandlerContext:
     @property
     def log(self) -> structlog.stdlib.BoundLogger:
         return log
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A part of the handler that is undone as a whole if it raises: its database changes and its events.
+
+        The one way a handler rolls part of its work back (a refusal, a retried step): on the optimistic
+        batch path emitted events wait in the batch's outbox list, not in the database, so a plain
+        `conn.transaction()` would roll back the rows and still publish what was emitted inside it.
+        The exception propagates; the caller decides what the refusal or failure becomes.
+        """
+        emitted_mark = len(self.emitted)
+        outbox_mark = len(self.outbox) if self.outbox is not None else 0
+        try:
+            async with self.conn.transaction():
+                yield
+        except BaseException:
+            del self.emitted[emitted_mark:]
+            if self.outbox is not None:
+                del self.outbox[outbox_mark:]
+            raise
 
     async def emit(
         self,

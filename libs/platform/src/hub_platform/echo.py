@@ -25,6 +25,21 @@ async def on_ping(ctx: HandlerContext, event: Event[DiagPing]) -> None:
         raise RuntimeError("the ping asked the handler to crash")
     if event.payload.note == "stall":
         await ctx.conn.execute("SELECT pg_sleep(3600)")  # a statement that never finishes (statement_timeout ends it)
+    if event.payload.note == "undo":  # a refusal part-way: the row and the pong begun in the savepoint go
+        try:
+            async with ctx.savepoint():
+                await record_and_answer(ctx, event)
+                raise ChangedMind("the ping asked to be undone after its row and pong")
+        except ChangedMind:
+            return
+    await record_and_answer(ctx, event)
+
+
+class ChangedMind(Exception):
+    """Raised inside a savepoint by a ping with note "undo"."""
+
+
+async def record_and_answer(ctx: HandlerContext, event: Event[DiagPing]) -> None:
     await ctx.conn.execute(
         "INSERT INTO echo_pings (event_id, seq, entity_key) VALUES ($1, $2, $3)",
         event.event_id, event.payload.seq, event.envelope.entity_key,

@@ -185,13 +185,17 @@ _SAMPLES: list[Payload] = [
                                                                              status="active", progress_percent=10)]),
     linking.ServiceKeyRotated(key_id=_id(0x4B), rotated_by="u-1", rotated_at=T0),
     linking.SyncStopped(portal_id="portal-1", stopped_by="u-1", stopped_at=T0),
-    linking.MatchingCompleted(
-        report=notifications.MatchingReport(
-            portal_id="portal-1", finished_at=T0,
+    linking.MatchingPage(
+        report_id=_id(0x5A), portal_id="portal-1",
+        rows=notifications.MatchingReportPage(
+            page=1, pages=1,
             matched=[notifications.MatchedClient(client_company_id="cc-1", client_name="Acme", account_id="acc-1",
                                                  account_name="Acme")],
             unmatched=[notifications.UnmatchedClient(client_company_id="cc-2", client_name="Globex",
-                                                     reason_code="no_match", reason="no account named Globex")]),
+                                                     reason_code="no_match", reason="no account named Globex")])),
+    linking.MatchingCompleted(
+        report=notifications.MatchingReportSummary(report_id=_id(0x5A), portal_id="portal-1", finished_at=T0,
+                                                   matched=1, unmatched=1, pages=1),
         requested_by="u-1", projects_linked=1),
     linking.ProjectAssociated(request_id=REQUEST, acting_user_id="u-1", portal_id="portal-1", project_id="proj-1",
                               record=RecordRef(record_type="account", record_id="acc-1"), project_user_ids=["pu-1"],
@@ -205,14 +209,17 @@ _SAMPLES: list[Payload] = [
         recipient=notifications.Recipient(user_id="u-1", email="taro.yamada@example.co.jp", name="山田 太郎",
                                           locale="ja"),
         data={"portal_name": "acme-projects", "counts": {"matched": 1, "unmatched": 1}},
-        matching_report=notifications.MatchingReport(
-            portal_id="portal-1", finished_at=T0,
+        matching_report=notifications.MatchingReportSummary(report_id=_id(0x5A), portal_id="portal-1", finished_at=T0,
+                                                            matched=1, unmatched=1, pages=1),
+    ),
+    notifications.NotificationReportPage(
+        request_id=REQUEST,
+        rows=notifications.MatchingReportPage(
+            page=1, pages=1,
             matched=[notifications.MatchedClient(client_company_id="cc-1", client_name="Acme", account_id="acc-1",
                                                  account_name="Acme")],
             unmatched=[notifications.UnmatchedClient(client_company_id="cc-2", client_name="Globex",
-                                                     reason_code="no_match", reason="no account named Globex")],
-        ),
-    ),
+                                                     reason_code="no_match", reason="no account named Globex")])),
     notifications.NotificationSent(request_id=REQUEST, kind="matching_report",
                                    recipient_email="taro.yamada@example.co.jp",
                                    message_id="<a0.1@hub.example>", attempts=1, sent_at=T0),
@@ -247,8 +254,10 @@ for _p in _SAMPLES:
     SAMPLES[_key] = _p
 
 
-def sample(event_type: str, version: int = 1) -> Payload:
-    """The sample payload of one event type and version."""
+def sample(event_type: str, version: int | None = None) -> Payload:
+    """The sample payload of one event type and version (by default its newest version)."""
+    if version is None:
+        version = max(v for t, v in SAMPLES if t == event_type)
     return SAMPLES[(event_type, version)]
 
 

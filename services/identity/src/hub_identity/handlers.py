@@ -29,11 +29,14 @@ Decisions a reader needs to know (deliberate, tested where they matter):
   `command_id` arrives (then `linked`), or `unlinked` if the PM side rejects it.
 - S19 in automatic sync (no acting user to tell): an account's contacts are created as
   client users all together or not at all when e-mails collide; the collision is logged.
-- The initial profile comes with `hub.integration.enable` (S3) when an admin sent it;
-  linking answers that request (accept / refuse), so identity emits no refusal for it.
+- The initial profile comes with the set-up (S3), but identity never acts on the raw
+  `hub.integration.enable`: linking decides it (admin, plan S17, field mapping), and only the
+  `linking.integration.changed` that accepts it (`profile_request_id` set) applies its
+  permissions. A refused enable therefore changes no profile and no one's access.
 - Accounts that existed before the enable (S13 with S21/S22): linking owns client <-> account
   matching (normalised names, its own customer_pairs) and reports it as
-  `linking.matching.completed`. Identity adopts that result instead of matching again:
+  `linking.matching.page` events (rows cut to fit a message) and then `linking.matching.completed`
+  (counts). Identity adopts that result instead of matching again:
   (1) every matched pair becomes a `linked` account mapping (identity.customer_mapping.changed;
   no company is created for it) and the account's contacts become client users of the matched
   company (S19: an e-mail collision creates none of them, as in every automatic sync);
@@ -246,6 +249,8 @@ async def on_integration_changed(ctx: HandlerContext, event: Event[linking.Integ
     pending = p.state == "enabled" and p.matching_pending
     if not await storage.apply_integration(ctx.conn, org, p.state, p.portal_id, p.revision, pending):
         return
+    if p.profile_request_id is not None and p.permissions is not None:
+        await apply_accepted_profile(ctx, org, p.permissions, p.changed_by, p.profile_request_id)
     if p.state != "enabled" or p.portal_id is None:
         return
     for user in await storage.crm_users_of_org(ctx.conn, org):
@@ -255,18 +260,35 @@ async def on_integration_changed(ctx: HandlerContext, event: Event[linking.Integ
         await sync_unmapped_accounts(ctx, org, p.portal_id)
 
 
+@router.on("linking.matching.page")
+async def on_matching_page(ctx: HandlerContext, event: Event[linking.MatchingPage]) -> None:
+    """Adopt one page of linking's client <-> account pairs; note the ambiguous clients for the end (module doc)."""
+    p, org, conn = event.payload, event.org_id, ctx.conn
+    portal_id = await storage.portal_of(conn, org)
+    if portal_id is None or portal_id != p.portal_id:
+        log.info("matching rows for a portal not in use ignored", portal_id=p.portal_id, current=portal_id)
+        return
+    for m in p.rows.matched:
+        await adopt_matched_pair(ctx, org, portal_id, m.account_id, m.client_company_id)
+    ambiguous = [u.client_company_id for u in p.rows.unmatched if u.reason_code == "ambiguous"]
+    if ambiguous:
+        await conn.execute(
+            "INSERT INTO matching_ambiguous (org_id, report_id, client_company_id) SELECT $1, $2, unnest($3::text[]) "
+            "ON CONFLICT DO NOTHING", org, p.report_id, ambiguous)
+
+
 @router.on("linking.matching.completed")
 async def on_matching_completed(ctx: HandlerContext, event: Event[linking.MatchingCompleted]) -> None:
-    """Adopt linking's client <-> account pairs, then sync every account still unmapped (see module doc)."""
+    """The pages (adopted already, same key, in order) are all in: sync every account still unmapped."""
     report, org, conn = event.payload.report, event.org_id, ctx.conn
+    ambiguous = {r["client_company_id"] for r in await conn.fetch(
+        "DELETE FROM matching_ambiguous WHERE org_id = $1 AND report_id = $2 RETURNING client_company_id",
+        org, report.report_id)}
     portal_id = await storage.portal_of(conn, org)
     if portal_id is None or portal_id != report.portal_id:
         log.info("matching result for a portal not in use ignored", portal_id=report.portal_id, current=portal_id)
         return
     await storage.set_matching_pending(conn, org, False)
-    for m in report.matched:
-        await adopt_matched_pair(ctx, org, portal_id, m.account_id, m.client_company_id)
-    ambiguous = {u.client_company_id for u in report.unmatched if u.reason_code == "ambiguous"}
     await sync_unmapped_accounts(ctx, org, portal_id, ambiguous)
 
 
@@ -291,15 +313,14 @@ async def on_permissions_change(ctx: HandlerContext, event: Event[requests.Permi
     await change_profile(ctx, org, p.permissions, p.effective_from, p.acting_user_id, p.request_id)
 
 
-@router.on("hub.integration.enable")
-async def on_integration_enable(ctx: HandlerContext, event: Event[requests.IntegrationEnable]) -> None:
-    p, org = event.payload, event.org_id
-    if not await _is_admin(ctx.conn, org, p.acting_user_id):
-        return  # linking refuses the request; identity keeps the old profile
+async def apply_accepted_profile(ctx: HandlerContext, org: str, profile: PermissionProfile, changed_by: str,
+                                 request_id: uuid.UUID) -> None:
+    """The profile of a set-up linking accepted (S3); the raw hub.integration.enable is not identity's to act on,
+    since linking may refuse it (S17 plan, field mapping, not admin) and a refused save must change nothing."""
     latest = await storage.latest_profile(ctx.conn, org)
-    if latest is not None and latest.profile == p.permissions:
+    if latest is not None and latest.profile == profile:
         return
-    await change_profile(ctx, org, p.permissions, None, p.acting_user_id, p.request_id)
+    await change_profile(ctx, org, profile, None, changed_by, request_id)
 
 
 # --- S18 import and S19 duplicate e-mails ---------------------------------------------------------

@@ -334,3 +334,29 @@ def key_sha256(key: str) -> str:
 
 def key_matches(presented: str, stored_sha256: str) -> bool:
     return hmac.compare_digest(key_sha256(presented), stored_sha256)
+
+
+# --- matching report pages (S21/S22, issue 15) ----------------------------------------------------
+
+PAGE_BYTES = 96 * 1024
+"""Rows per page are cut by their encoded size, well under Kafka's message limit (256 KiB here): a page of
+long Japanese names or long reasons holds fewer rows than a page of short Latin ones, never too many bytes."""
+PAGE_ROWS = 1000
+
+
+def report_pages(matched: Sequence[Any], unmatched: Sequence[Any], *, budget: int = PAGE_BYTES,
+                 max_rows: int = PAGE_ROWS) -> list[tuple[list[Any], list[Any]]]:
+    """Cut a report's rows (pydantic models) into pages of (matched, unmatched), in order, each at most
+    `budget` bytes of JSON and `max_rows` rows per list; an empty report is one empty page."""
+    pages: list[tuple[list[Any], list[Any]]] = [([], [])]
+    size = 0
+    for which, rows in ((0, matched), (1, unmatched)):
+        for row in rows:
+            row_size = len(row.model_dump_json().encode()) + 1
+            page = pages[-1]
+            if (page[0] or page[1]) and (size + row_size > budget or len(page[which]) >= max_rows):
+                pages.append(([], []))
+                size = 0
+            pages[-1][which].append(row)
+            size += row_size
+    return pages

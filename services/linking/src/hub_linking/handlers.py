@@ -34,6 +34,7 @@ from hub_schema.events.linking import (
     LinkChanged,
     LinkingRequestRefused,
     MatchingCompleted,
+    MatchingPage,
     ProjectAssociated,
     ProjectCreationRequested,
     ResyncRequested,
@@ -42,7 +43,9 @@ from hub_schema.events.linking import (
 )
 from hub_schema.events.notifications import (
     MatchedClient,
-    MatchingReport,
+    MatchingReportPage,
+    MatchingReportSummary,
+    NotificationReportPage,
     NotificationRequested,
     Recipient,
     UnmatchedClient,
@@ -98,11 +101,17 @@ async def emit_command(ctx: HandlerContext, payload: cmd.Command, entity_key: st
 
 
 async def notify(ctx: HandlerContext, org_id: str, actor: domain.Actor | None, kind: str, *, optional: bool,
-                 data: dict[str, Any], report: MatchingReport | None = None) -> None:
+                 data: dict[str, Any], report: MatchingReportSummary | None = None,
+                 report_pages: list[MatchingReportPage] = ()) -> None:  # type: ignore[assignment]
+    """Ask for an e-mail; a matching report's rows go first as pages on the request's own key (same partition,
+    so the notification service has them all when the request arrives)."""
     if actor is None or not actor.email:
         ctx.log.warning("no e-mail address for notification", kind=kind)
         return
     request_id = uuid.uuid5(ctx.event.event_id, kind)  # deterministic: a replay asks for the same e-mail
+    for rows in report_pages:
+        await ctx.emit(NotificationReportPage(request_id=request_id, rows=rows),
+                       entity_key=f"{org_id}:{request_id}", org_id=org_id, origin="hub")
     await ctx.emit(NotificationRequested(
         request_id=request_id, kind=kind, optional=optional,  # type: ignore[arg-type]
         recipient=Recipient(user_id=actor.crm_user_id, email=actor.email, name=actor.name,
@@ -112,7 +121,7 @@ async def notify(ctx: HandlerContext, org_id: str, actor: domain.Actor | None, k
 
 
 def _integration_changed(row: asyncpg.Record, *, changed_by: str, previous: str | None = None,
-                         matching_pending: bool = False) -> IntegrationChanged:
+                         matching_pending: bool = False, profile_request_id: uuid.UUID | None = None) -> IntegrationChanged:
     enabled = row["state"] == "enabled"
     return IntegrationChanged(
         state=row["state"], portal_id=row["portal_id"] if enabled else None,
@@ -122,14 +131,16 @@ def _integration_changed(row: asyncpg.Record, *, changed_by: str, previous: str 
         field_mapping=[FieldMapping.model_validate(m) for m in row["field_mapping"]] if enabled else None,
         permissions=PermissionProfile.model_validate(row["permissions"]) if enabled else None,
         matching_pending=matching_pending and enabled,
+        profile_request_id=profile_request_id if enabled else None,
     )
 
 
 async def emit_integration(ctx: HandlerContext, org_id: str, changed_by: str, previous: str | None = None,
-                           matching_pending: bool = False) -> None:
+                           matching_pending: bool = False, profile_request_id: uuid.UUID | None = None) -> None:
     row = await storage.get_integration(ctx.conn, org_id)
     assert row is not None
-    payload = _integration_changed(row, changed_by=changed_by, previous=previous, matching_pending=matching_pending)
+    payload = _integration_changed(row, changed_by=changed_by, previous=previous, matching_pending=matching_pending,
+                                   profile_request_id=profile_request_id)
     await ctx.emit(payload, entity_key=f"{org_id}:integration", org_id=org_id, origin="hub")
 
 
@@ -394,10 +405,9 @@ def requests_handler(event_type: str):  # type: ignore[no-untyped-def]
     def register(fn):  # type: ignore[no-untyped-def]
         async def run(ctx: HandlerContext, event: Event[Any]) -> None:
             try:
-                async with ctx.conn.transaction():
+                async with ctx.savepoint():  # a refusal undoes the rows and the events begun
                     await fn(ctx, event)
             except Refused as exc:
-                del ctx.emitted[:]  # nothing emitted in the rolled-back savepoint survived
                 await refuse(ctx, event, exc)
         router.on(event_type)(run)
         return fn
@@ -432,7 +442,10 @@ async def on_enable(ctx: HandlerContext, event: Event[requests.IntegrationEnable
     assert current is not None
     # First enable of this portal: match clients to accounts (S21/S22). Re-enabling does not resync (S7).
     first_enable = p.portal_id not in current["matched_portals"]
-    await emit_integration(ctx, org, actor.crm_user_id, previous, matching_pending=first_enable)
+    # The accepted set-up carries the permission profile: identity applies it from this event, never from the
+    # raw request, so a refused enable changes no one's access (S3, S17).
+    await emit_integration(ctx, org, actor.crm_user_id, previous, matching_pending=first_enable,
+                           profile_request_id=p.request_id)
     if first_enable:
         await run_matching(ctx, org, p.portal_id, actor)
 
@@ -524,16 +537,14 @@ async def run_matching(ctx: HandlerContext, org: str, portal_id: str, admin: dom
     for client in clients:
         outcome: domain.MatchResult | None = None
         for attempt in range(1, MATCHING_ATTEMPTS + 1):
-            mark = len(ctx.emitted)
             try:
-                async with conn.transaction():
+                async with ctx.savepoint():
                     outcome, n = await _match_one(ctx, org, portal_id, client["company_id"], client["name"], index)
                 linked += n
                 break
             except INFRASTRUCTURE_ERRORS:
                 raise
             except Exception as exc:  # transient: retried, then reported as an error for this client
-                del ctx.emitted[mark:]
                 ctx.log.warning("matching a client failed", client_id=client["company_id"], attempt=attempt,
                                 error=repr(exc))
                 outcome = domain.MatchResult(client["company_id"], client["name"], "error",
@@ -546,12 +557,20 @@ async def run_matching(ctx: HandlerContext, org: str, portal_id: str, admin: dom
             unmatched.append(UnmatchedClient(client_company_id=outcome.client_id, client_name=outcome.client_name,
                                              reason_code=outcome.outcome, reason=outcome.reason))  # type: ignore[arg-type]
     await storage.mark_matched(conn, org, portal_id)
-    report = MatchingReport(portal_id=portal_id, finished_at=now(), matched=matched[:1000], unmatched=unmatched[:1000])
+    # The report goes by reference: its rows in pages cut to fit a message, then the counts (issue 15).
+    cut = domain.report_pages(matched, unmatched)
+    pages = [MatchingReportPage(page=n, pages=len(cut), matched=m, unmatched=u) for n, (m, u) in enumerate(cut, 1)]
+    report = MatchingReportSummary(report_id=uuid.uuid5(ctx.event.event_id, "matching_report"), portal_id=portal_id,
+                                   finished_at=now(), matched=len(matched), unmatched=len(unmatched), pages=len(pages))
     # Same key as linking.integration.changed: identity must see the enable (matching_pending) before the result.
+    for rows in pages:
+        await ctx.emit(MatchingPage(report_id=report.report_id, portal_id=portal_id, rows=rows),
+                       entity_key=f"{org}:integration", org_id=org, origin="hub")
     await ctx.emit(MatchingCompleted(report=report, requested_by=admin.crm_user_id, projects_linked=linked),
                    entity_key=f"{org}:integration", org_id=org, origin="hub")
     await notify(ctx, org, admin, "matching_report", optional=False,
-                 data={"counts": {"matched": len(matched), "unmatched": len(unmatched)}}, report=report)
+                 data={"counts": {"matched": len(matched), "unmatched": len(unmatched)}}, report=report,
+                 report_pages=pages)
 
 
 async def _match_one(ctx: HandlerContext, org: str, portal_id: str, company_id: str, name: str,
@@ -823,10 +842,9 @@ async def on_dissociate(ctx: HandlerContext, event: Event[requests.ProjectDissoc
 @router.on("hub.project.create_from_record")
 async def on_create_from_record(ctx: HandlerContext, event: Event[requests.ProjectCreateFromRecord]) -> None:
     try:
-        async with ctx.conn.transaction():
+        async with ctx.savepoint():
             await _create_from_record(ctx, event)
     except Refused as exc:
-        del ctx.emitted[:]
         await refuse(ctx, event, exc)
         if exc.code == "duplicate_email":
             actor = await storage.get_actor(ctx.conn, event.org_id, event.payload.acting_user_id)

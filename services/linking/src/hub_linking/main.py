@@ -17,7 +17,7 @@ from hub_platform.settings import ServiceSettings
 from hub_schema import topics
 from hub_schema.events import commands as cmd
 from hub_schema.events import linking
-from hub_schema.events.notifications import NotificationRequested
+from hub_schema.events.notifications import NotificationReportPage, NotificationRequested
 
 log = get_logger(__name__)
 
@@ -25,10 +25,10 @@ MIGRATIONS = db.service_migrations(__file__, "hub_linking")
 
 EMITS = [
     linking.IntegrationChanged, linking.LinkChanged, linking.ResyncRequested, linking.LinkingRequestRefused,
-    linking.AssociableProjectsListed, linking.ServiceKeyRotated, linking.SyncStopped, linking.MatchingCompleted,
-    linking.ProjectAssociated, linking.ProjectCreationRequested,
+    linking.AssociableProjectsListed, linking.ServiceKeyRotated, linking.SyncStopped, linking.MatchingPage,
+    linking.MatchingCompleted, linking.ProjectAssociated, linking.ProjectCreationRequested,
     cmd.PmProjectCreate, cmd.PmProjectUpdate, cmd.PmProjectAddUsers, cmd.PmProjectAddClientUsers,
-    cmd.PmClientUserCreate, NotificationRequested,
+    cmd.PmClientUserCreate, NotificationReportPage, NotificationRequested,
 ]
 
 

@@ -16,6 +16,11 @@ stores it `pending` and wakes the sender (pg_notify, delivered on commit).
   nothing is sent, `notification.suppressed` (duplicate) tells subscribers.
 - Unknown org: notifications are tenant-agnostic, every org is served (the
   producing service already decided the person must be told).
+- A matching report (S21/S22) comes by reference: its rows arrive first as
+  `notification.report_page` events on the request's key (same partition, so in
+  order) and wait in `report_pages`; the request's summary says how many pages and
+  rows there are. A request whose pages are not all there (or do not add up to its
+  counts) → `report_incomplete`. Rendered, the pages are deleted.
 - `hub.notification_preferences.change` (on hub.requests) stores opt-outs per
   (address, kind), newest `changed_at` wins, so stale or reordered changes are ignored.
 """
@@ -27,14 +32,20 @@ from typing import Any
 
 from hub_platform.consumer import HandlerContext, PermanentError, Router
 from hub_schema import Event
-from hub_schema.events.notifications import NotificationPreferencesChange, NotificationRequested, NotificationSuppressed
+from hub_schema.events.notifications import (
+    MatchingReport,
+    NotificationPreferencesChange,
+    NotificationReportPage,
+    NotificationRequested,
+    NotificationSuppressed,
+)
 
 from hub_notifications import domain, storage
 from hub_notifications.render import Renderer, TemplateDataError, TemplateMissing
 from hub_notifications.report import matching_report_xlsx
 
 
-def render_context(event: Event[NotificationRequested], locale: str) -> dict[str, Any]:
+def render_context(event: Event[NotificationRequested], locale: str, report: MatchingReport | None = None) -> dict[str, Any]:
     p = event.payload
     return {
         "kind": p.kind,
@@ -44,7 +55,7 @@ def render_context(event: Event[NotificationRequested], locale: str) -> dict[str
         "recipient": p.recipient.model_dump(mode="json"),
         "recipient_name": domain.clean_display_name(p.recipient.name),
         "data": dict(p.data),
-        "report": p.matching_report.model_dump(mode="json") if p.matching_report else None,
+        "report": report.model_dump(mode="json") if report else None,
     }
 
 
@@ -73,6 +84,7 @@ def make_router(renderer: Renderer, *, default_locale: str, message_id_domain: s
             "request_event_id": event.event_id, "correlation_id": event.envelope.correlation_id,
             "origin": event.envelope.origin, "entity_key": entity_key,
         }
+        report = await assembled_report(ctx, event) if p.matching_report is not None else None
         if domain.is_suppressible(p.kind, p.optional) and await storage.opted_out(ctx.conn, email, p.kind):
             reason = f"{email} opted out of {p.kind} e-mails"
             if await storage.insert_delivery(ctx.conn, **row, state="suppressed", suppressed_reason=reason):
@@ -81,19 +93,26 @@ def make_router(renderer: Renderer, *, default_locale: str, message_id_domain: s
                 ), entity_key=entity_key, event_id=outcome_event_id(p.request_id, "suppressed"))
             return
         try:
-            rendered = renderer.render(p.kind, locale, render_context(event, locale))
+            rendered = renderer.render(p.kind, locale, render_context(event, locale, report))
         except TemplateMissing as exc:
             raise PermanentError(str(exc), "unknown_template") from None
         except TemplateDataError as exc:
             raise PermanentError(str(exc), "invalid_template_data") from None
         attachment = name = None
-        if p.matching_report is not None:
-            attachment = matching_report_xlsx(p.matching_report, locale)
-            name = domain.report_filename(p.matching_report.finished_at.date())
+        if report is not None:
+            attachment = matching_report_xlsx(report, locale)
+            name = domain.report_filename(report.finished_at.date())
         await storage.insert_delivery(
             ctx.conn, **row, state="pending", subject=rendered.subject, body_text=rendered.text,
             body_html=rendered.html, attachment_name=name, attachment=attachment,
         )
+
+    @router.on("notification.report_page")
+    async def on_report_page(ctx: HandlerContext, event: Event[NotificationReportPage]) -> None:
+        p = event.payload
+        if await ctx.conn.fetchval("SELECT true FROM deliveries WHERE request_id = $1", p.request_id):
+            return  # its request was handled already (a re-sent page)
+        await storage.store_report_page(ctx.conn, p.request_id, p.rows)
 
     @router.on("hub.notification_preferences.change")
     async def on_preferences(ctx: HandlerContext, event: Event[NotificationPreferencesChange]) -> None:
@@ -102,6 +121,22 @@ def make_router(renderer: Renderer, *, default_locale: str, message_id_domain: s
             await storage.set_preference(ctx.conn, p.email, kind, p.opted_out, p.changed_at, p.acting_user_id)
 
     return router
+
+
+async def assembled_report(ctx: HandlerContext, event: Event[NotificationRequested]) -> MatchingReport:
+    """The whole report of a request from its stored pages (and they go: the delivery keeps the rendered mail)."""
+    summary = event.payload.matching_report
+    assert summary is not None
+    pages = await storage.take_report_pages(ctx.conn, event.payload.request_id)
+    report = MatchingReport(portal_id=summary.portal_id, finished_at=summary.finished_at,
+                            matched=[m for page in pages for m in page.matched],
+                            unmatched=[u for page in pages for u in page.unmatched])
+    got = (len(pages), len(report.matched), len(report.unmatched))
+    if got != (summary.pages, summary.matched, summary.unmatched) or any(pg.pages != summary.pages for pg in pages):
+        raise PermanentError(f"matching report {summary.report_id} incomplete: {got[0]} of {summary.pages} pages, "
+                             f"{got[1]} of {summary.matched} matched and {got[2]} of {summary.unmatched} unmatched "
+                             "rows arrived before the request", "report_incomplete")
+    return report
 
 
 def outcome_event_id(request_id: uuid.UUID, outcome: str) -> uuid.UUID:

@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from hub_schema.events.notifications import MatchingReportPage
+
 NOTIFY_CHANNEL = "hub_notifications_pending"
 
 COLUMNS = (
@@ -135,3 +137,19 @@ async def find_deliveries(conn: asyncpg.Connection, *, request_id: uuid.UUID | N
         f"SELECT {COLUMNS} FROM deliveries WHERE lower(recipient_email) = lower($1) ORDER BY created_at DESC LIMIT $2",
         recipient, limit,
     )
+
+
+async def store_report_page(conn: asyncpg.Connection, request_id: uuid.UUID, rows: MatchingReportPage) -> None:
+    dumped = rows.model_dump(mode="json")
+    await conn.execute(
+        "INSERT INTO report_pages (request_id, page, pages, matched, unmatched) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT DO NOTHING",
+        request_id, rows.page, rows.pages, dumped["matched"], dumped["unmatched"])  # jsonb: the pool's codec
+
+
+async def take_report_pages(conn: asyncpg.Connection, request_id: uuid.UUID) -> list[MatchingReportPage]:
+    """The stored pages of a request's report, in page order; they leave the table."""
+    rows = await conn.fetch(
+        "DELETE FROM report_pages WHERE request_id = $1 RETURNING page, pages, matched, unmatched", request_id)
+    return [MatchingReportPage(page=r["page"], pages=r["pages"], matched=r["matched"], unmatched=r["unmatched"])
+            for r in sorted(rows, key=lambda r: r["page"])]

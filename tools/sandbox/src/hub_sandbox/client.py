@@ -17,7 +17,7 @@ record `NotFound`; a record that does not validate `InvalidRecord`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -138,6 +138,15 @@ class SandboxClient(_Client):
 
     async def update(self, side: str, kind: str, record_id: str, changes: Mapping[str, Any]) -> Record:
         return (await self._write(lambda w: w.ui_update(side, kind, record_id, changes))).as_json()
+
+    async def upsert_many(self, side: str, kind: str, records: Sequence[Mapping[str, Any]]) -> int:
+        """Save many records of one kind in one transaction (seeding a large org in a test); each is an event."""
+        async def save_all(w: World) -> int:
+            for fields in records:
+                await w.ui_upsert(side, kind, fields)
+            return len(records)
+
+        return await self._write(save_all)
 
     async def delete(self, side: str, kind: str, record_id: str) -> Record:
         return (await self._write(lambda w: w.delete(side, kind, record_id))).as_json()

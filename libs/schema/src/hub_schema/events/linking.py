@@ -24,7 +24,7 @@ from hub_schema.events.common import (
     RecordId,
     RecordRef,
 )
-from hub_schema.events.notifications import MatchingReport
+from hub_schema.events.notifications import MatchingReportPage, MatchingReportSummary
 from hub_schema.events.requests import FieldMapping
 from hub_schema.registry import Payload, event
 
@@ -46,6 +46,11 @@ class IntegrationChanged(Payload):
         "True when client <-> account matching (S21/S22) runs for this portal as part of this change: a "
         "linking.matching.completed follows on the same key (\"<org>:integration\"). Identity holds new "
         "accounts back until it arrives, so no client company is created for an account matching pairs."))
+    profile_request_id: uuid.UUID | None = Field(None, description=(
+        "Set when this change is an accepted hub.integration.enable: that request's id. Its `permissions` are "
+        "then the profile the admin set, and identity applies them (S3) only now, once linking has accepted the "
+        "set-up: a refused enable changes no one's access. A switch or disable carries the settings over and "
+        "leaves the profile as it is (hub.permissions.change may have changed it since)."))
 
 
 @event("linking.link.changed", topic=topics.LINKING_EVENTS)
@@ -128,11 +133,25 @@ class SyncStopped(Payload):
     stopped_at: AwareDatetime
 
 
-@event("linking.matching.completed", topic=topics.LINKING_EVENTS)
-class MatchingCompleted(Payload):
-    """Client ↔ account matching finished (S21/S22); the same report goes to the admin by e-mail."""
+@event("linking.matching.page", topic=topics.LINKING_EVENTS)
+class MatchingPage(Payload):
+    """Rows of a client ↔ account matching run (S21/S22), sent before its linking.matching.completed on the
+    same key ("<org>:integration"); identity adopts the matched pairs page by page."""
 
-    report: MatchingReport
+    report_id: uuid.UUID
+    portal_id: RecordId
+    rows: MatchingReportPage
+
+
+@event("linking.matching.completed", topic=topics.LINKING_EVENTS, version=2)
+class MatchingCompleted(Payload):
+    """Client ↔ account matching finished (S21/S22): counts and the report's id, its rows having gone before as
+    `report.pages` linking.matching.page events. The same report goes to the admin by e-mail.
+
+    v2: v1 carried the rows inline (at most 1,000 + 1,000, silently cut; past ≈1,500 clients over the message limit).
+    """
+
+    report: MatchingReportSummary
     requested_by: RecordId
     projects_linked: int = Field(ge=0)
 

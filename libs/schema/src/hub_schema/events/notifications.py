@@ -74,25 +74,71 @@ class UnmatchedClient(Part):
 
 
 class MatchingReport(Part):
-    """Matched and unmatched clients with reasons; rendered as the .xlsx attachment (S22)."""
+    """The whole matching report, as the notification service assembles it from its pages to render the .xlsx (S22).
+
+    Never sent in one event: a portal may have any number of client companies, and one Kafka message
+    cannot hold them all (issue 15). Events carry a `MatchingReportSummary` and the rows in `MatchingReportPage`s.
+    """
 
     portal_id: RecordId
     finished_at: AwareDatetime
+    matched: list[MatchedClient]
+    unmatched: list[UnmatchedClient]
+
+
+class MatchingReportPage(Part):
+    """One page of a matching report's rows, cut by encoded size so it fits one Kafka message whatever the names."""
+
+    page: int = Field(ge=1)
+    pages: int = Field(ge=1)
     matched: Annotated[list[MatchedClient], Field(max_length=1000)]
     unmatched: Annotated[list[UnmatchedClient], Field(max_length=1000)]
 
+    @model_validator(mode="after")
+    def _page_in_range(self) -> MatchingReportPage:
+        if self.page > self.pages:
+            raise ValueError(f"page {self.page} of {self.pages}")
+        return self
 
-@event("notification.requested", topic=topics.NOTIFICATION_REQUESTS)
+
+class MatchingReportSummary(Part):
+    """A matching report by reference: its counts and how many pages of rows were sent before it (S21/S22)."""
+
+    report_id: uuid.UUID
+    portal_id: RecordId
+    finished_at: AwareDatetime
+    matched: int = Field(ge=0)
+    unmatched: int = Field(ge=0)
+    pages: int = Field(ge=1)
+
+
+@event("notification.report_page", topic=topics.NOTIFICATION_REQUESTS)
+class NotificationReportPage(Payload):
+    """Rows of the matching report a `notification.requested` with the same `request_id` attaches (S22).
+
+    Sent before that request and on its key ("<org>:<request_id>"), so they reach the notification
+    service first; the request carries the summary (counts, pages) and is rendered once all pages are there.
+    """
+
+    request_id: uuid.UUID
+    rows: MatchingReportPage
+
+
+@event("notification.requested", topic=topics.NOTIFICATION_REQUESTS, version=2)
 class NotificationRequested(Payload):
     """E-mail a person. `optional` ones (reports, outcomes) may be suppressed by the recipient's
-    preferences; non-optional ones are failures the person must hear about."""
+    preferences; non-optional ones are failures the person must hear about.
+
+    v2: `matching_report` is a summary; its rows come first as `notification.report_page` events (v1 carried
+    at most 1,000 + 1,000 rows inline and could exceed the message size limit).
+    """
 
     request_id: uuid.UUID
     kind: NotificationKind
     optional: bool
     recipient: Recipient
     data: JsonObject = Field(default_factory=dict)
-    matching_report: MatchingReport | None = None
+    matching_report: MatchingReportSummary | None = None
 
     @model_validator(mode="after")
     def _report_iff_matching(self) -> NotificationRequested:
