@@ -154,3 +154,12 @@ def test_command_budget_allows_limit_commands_per_window_then_refuses() -> None:
     assert start == now and used == 3
     later = domain.spend(budget, start, used, now + timedelta(minutes=10))
     assert later.allowed and later.used == 1 and later.window_start == now + timedelta(minutes=10), "a new window"
+
+
+def test_follow_up_refused_for_a_stale_base_is_sent_again_not_a_conflict() -> None:
+    st = synced()
+    apply_change(st, "crm", {**BASE, "title": "B"}, T2)
+    domain.take_back(st, "pm", {"title": "B"}, cause="change", occurred_at=T3)  # revert A to the CRM
+    apply_change(st, "crm", {**BASE, "title": "B", "priority": "low"}, T3)  # the CRM task changed again (another field)
+    tb = domain.take_back(st, "crm", {"title": "A"}, cause="revert", occurred_at=T3, code="version_conflict")
+    assert tb.retry == {"title": "A"} and not tb.conflict and not tb.revert

@@ -265,6 +265,9 @@ MAX_COMMANDS_PER_CHANGE = 3
 FOLLOW_UPS = ("correction", "revert")
 """Causes of commands that answer a change (or a refusal) rather than carry one: refused, they end the exchange."""
 
+STALE_BASE = "version_conflict"
+"""A refusal of the command's base version, not of its values: the record changed after it was sent."""
+
 
 @dataclass
 class TakeBack:
@@ -272,15 +275,20 @@ class TakeBack:
 
     revert: Values = field(default_factory=dict)  # put the source side back to these (agreed) values
     conflict: list[str] = field(default_factory=list)  # both sides refused: nothing more is sent for these
+    retry: Values = field(default_factory=dict)  # a follow-up refused for a stale base: send these again
 
 
-def take_back(state: State, target: str, changes: Values, *, cause: str, occurred_at: str) -> TakeBack:
-    """`target` refused the hub's update `changes` (canonical values), sent for `cause`.
+def take_back(state: State, target: str, changes: Values, *, cause: str, occurred_at: str,
+              code: str = "other") -> TakeBack:
+    """`target` refused (`code`) the hub's update `changes` (canonical values), sent for `cause`.
 
     A refused change: the target's value becomes the agreed one again and the source side is reverted.
     A refused correction or revert: the source already refused (or lost) the value the target holds, so
     both sides said no; the fields the command was still meant to set (the agreed value, which the
     target does not hold) are a conflict, and nothing is sent. The agreed value stays as it was.
+    Except for a stale base (`version_conflict`): the target's newer change is already merged (it comes
+    before the rejection on the record's key), so what is still agreed and missing is sent again to the
+    same side (`retry`); that can only repeat when the target's record changes again in between.
     """
     out = TakeBack()
     source = other(target)
@@ -296,6 +304,9 @@ def take_back(state: State, target: str, changes: Values, *, cause: str, occurre
         state.canon_at[f] = state.at(target).get(f) or [occurred_at, target]
         if seen_s.get(f, object()) != state.canon[f]:
             out.revert[f] = state.canon[f]
+    if out.conflict and code == STALE_BASE:
+        out.retry = {f: state.canon[f] for f in out.conflict}
+        out.conflict = []
     return out
 
 

@@ -610,7 +610,7 @@ async def on_command_rejected(ctx: HandlerContext, event: Event[Any]) -> None:
     state = State.from_json(m["state"])
     cause = c.get("cause") or "change"
     if cause in domain.FOLLOW_UPS:
-        await both_refused(ctx, c, state, p.reason_code, p.reason, ids)
+        await both_refused(ctx, m, c, state, p.reason_code, p.reason)
         return
     revert: dict[str, Any] = {}
     if c["kind"].endswith(".update"):
@@ -632,13 +632,28 @@ async def on_command_rejected(ctx: HandlerContext, event: Event[Any]) -> None:
         await storage.save_mapping(ctx.conn, m)
 
 
-async def both_refused(ctx: HandlerContext, c: dict[str, Any], state: State, code: str, why: str,
-                       ids: dict[str, Any]) -> None:
-    """The `target` side refused a revert or correction: the other side had already refused (or lost) the change."""
+async def both_refused(ctx: HandlerContext, m: dict[str, Any], c: dict[str, Any], state: State, code: str,
+                       why: str) -> None:
+    """The `target` side refused a revert or correction: the other side had already refused (or lost) the change.
+
+    A `version_conflict` is no refusal of the values: the record changed after the command's base version, and
+    that change (ordered before this rejection on the record's key) is already merged here; what is still agreed
+    and missing on the target is sent once more against the newest version. That repeats only if the record
+    changes again in between (and the command budget bounds even that)."""
     target = c["target"]
-    conflict = domain.take_back(state, target, c["changes"], cause=c["cause"], occurred_at="").conflict
+    ids = ids_of(m)
+    tb = domain.take_back(state, target, c["changes"], cause=c["cause"], occurred_at="", code=code)
+    conflict, again = tb.conflict, tb.retry
     what = "the revert of a change the other side refused" if c["cause"] == "revert" else \
         "the correction of a change the hub could not carry over"
+    if again:
+        if await send_update(ctx, m, target, again, {f: state.canon_at[f][0] for f in again}, c["acting_user_id"],
+                             cause=c["cause"], reverts=c.get("reverts_command_id")):
+            await decide(ctx, side=target, decision="skipped", code="retried",
+                         reason=f"the {target.upper()} side's task changed after {what} was sent ({why}); sent again "
+                                "against its newest version", fields=list(again), **ids)
+        await storage.save_mapping(ctx.conn, m)
+        return
     if not conflict:
         await decide(ctx, side=target, decision="skipped", code="superseded",
                      reason=f"the {target.upper()} side refused {what} ({why}), which a newer change has made moot",
