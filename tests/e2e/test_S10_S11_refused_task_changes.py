@@ -140,3 +140,101 @@ async def test_S11_due_date_change_in_fixed_schedule_project_is_refused_and_mail
         await stack.quiesce(SETTLE)
         assert (await admin.pm.get("task", "pt-1"))["title"] == "Deliver final report"
         assert len(stack.mails()) == len(before) + 2
+
+
+async def history(stack: HubStack, crm_task_id: str) -> list[dict[str, Any]]:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=stack.url("tasks"), timeout=10) as http:
+        resp = await http.get("/api/v1/history", params={"org_id": "org-1", "crm_task_id": crm_task_id})
+        resp.raise_for_status()
+        return resp.json()["decisions"]
+
+
+async def test_S10_S11_both_sides_refusing_ends_in_one_conflict_per_change_not_a_loop(hub_env: HubEnv,
+                                                                                       tmp_path: Path) -> None:
+    """Issue 14: the change refused (by the hub's S10/S11 rule or by the PM tool), then the put-back refused by the
+    other side (a locked record). Before, the hub sent the change again and again; now it records one `conflict`,
+    sends at most one e-mail, sends nothing more, and the next real edit goes through."""
+    import argparse
+
+    from hub_devstack.pytest_plugin import patched_env
+    from hub_tasks import domain
+    from hub_tasks import history as history_cli
+
+    async with hub_stack(hub_env, tmp_path) as stack:
+        admin = await linked_world(stack, schedule_fixed=True)
+        await admin.pm.upsert_task(id="pt-due", project_id="prj-1", title="Deliver report", due_date="2026-12-10",
+                                   add_to_crm=True)
+        await admin.pm.upsert_task(id="pt-due-pm", project_id="prj-1", title="Final review", due_date="2026-12-20",
+                                   add_to_crm=True)
+        await admin.pm.upsert_task(id="pt-title", project_id="prj-1", title="Write intro", add_to_crm=True)
+        await admin.pm.upsert_task(id="pt-parent", project_id="prj-1", title="Launch", add_to_crm=True)
+        await stack.quiesce(SETTLE)
+        await admin.pm.upsert_task(id="pt-sub", project_id="prj-1", title="Prepare slides", parent_task_id="pt-parent",
+                                   add_to_crm=True)
+        await admin.pm.upsert_task(id="pt-sub-pm", project_id="prj-1", title="Print handouts",
+                                   parent_task_id="pt-parent", add_to_crm=True)
+        await stack.quiesce(SETTLE)
+        for tid in ("pt-sub", "pt-parent"):
+            await admin.pm.update_task(tid, status="closed")
+        await stack.quiesce(SETTLE)
+        crm = {pm_id: (await crm_task_for(admin, subject))["id"] for pm_id, subject in (
+            ("pt-due", "Deliver report"), ("pt-due-pm", "Final review"), ("pt-title", "Write intro"),
+            ("pt-sub", "Prepare slides"), ("pt-sub-pm", "Print handouts"))}
+        # Every CRM task is locked against the integration; so are the PM tasks the PM tool must refuse to change.
+        for crm_id in crm.values():
+            await admin.crm.lock_task(crm_id)
+        for pm_id in ("pt-title", "pt-sub-pm", "pt-due-pm"):
+            await admin.pm.lock_task(pm_id)
+        before_mails = seen(stack)
+        before = await admin.counters()
+
+        # From the CRM: a due date (the hub refuses: fixed schedule), a subtask reopened under a closed parent (the
+        # hub refuses: S10), a title (the PM tool refuses: locked); each put-back is refused by the CRM (locked).
+        await admin.crm.update_task(crm["pt-due"], due_date="2026-12-31")
+        await admin.crm.update_task(crm["pt-sub"], status="open")
+        await admin.crm.update_task(crm["pt-title"], subject="Write the intro")
+        # From the PM tool: a task's due date and a subtask's title; the CRM refuses, then the PM tool the revert.
+        await admin.pm.update_task("pt-due-pm", due_date="2027-01-10")
+        await admin.pm.update_task("pt-sub-pm", title="Print the handouts")
+        await stack.quiesce(SETTLE)  # before the fix this never settled: the commands went round for ever
+        after = await admin.counters()
+        await stack.wait_for_mails(len(before_mails) + 3)
+        await stack.quiesce(SETTLE)
+        mails = mails_to(stack, "admin@example.com", after=before_mails)
+        histories = {pm_id: await history(stack, crm_id) for pm_id, crm_id in crm.items()}
+
+        conn = await stack.db("tasks")
+        try:
+            hub_task_id = await conn.fetchval("SELECT hub_task_id FROM task_mappings WHERE crm_task_id = $1", crm["pt-title"])
+        finally:
+            await conn.close()
+        with patched_env(hub_env.env("tasks")):
+            cli = await history_cli._run(argparse.Namespace(hub_task_id=str(hub_task_id), org_id=None, pm_task_id=None,
+                                                            crm_task_id=None))
+
+        # The next real edit goes through: the title, unlocked on both sides, changed in the PM tool.
+        await admin.crm.lock_task(crm["pt-title"], locked=False)
+        await admin.pm.lock_task("pt-title", locked=False)
+        await admin.pm.update_task("pt-title", title="Write the introduction")
+        await stack.quiesce(SETTLE)
+        resumed = await admin.crm.get("task", crm["pt-title"])
+
+    rejected = int(after["totals"]["command_rejected"]) - int(before["totals"]["command_rejected"])
+    applied = int(after["totals"]["command_applied"]) - int(before["totals"]["command_applied"])
+    # two corrections refused (due date, subtask), three changes refused and their reverts refused: 8 commands
+    assert (applied, rejected) == (0, 8), after
+    assert applied + rejected <= domain.MAX_COMMANDS_PER_CHANGE * 5
+    for pm_id, decisions in histories.items():
+        conflicts = [d for d in decisions if d["decision"] == "conflict"]
+        assert len(conflicts) == 1 and conflicts[0]["reason_code"] == "locked", (pm_id, decisions)
+    assert [d["fields"] for d in histories["pt-due"] if d["decision"] == "conflict"] == [["due_date"]]
+    assert [d["fields"] for d in histories["pt-sub"] if d["decision"] == "conflict"] == [["status"]]
+    assert '"decision": "conflict"' in cli
+    # one e-mail per CRM user's change (the refusal), none for the PM users' changes, none for the conflicts
+    assert len(mails) == 3, [m["Subject"] for m in mails]
+    subjects = {m["Subject"] for m in mails}
+    assert {"[SyncHub] タスク「Deliver report」の期日を変更できませんでした",
+            "[SyncHub] サブタスク「Prepare slides」を更新できませんでした"} <= subjects, subjects
+    assert resumed is not None and resumed["subject"] == "Write the introduction"

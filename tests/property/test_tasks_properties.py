@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -118,3 +119,104 @@ def test_both_sides_converge_whatever_the_interleaving(plan: list) -> None:
         raise AssertionError(f"the sides never stopped exchanging changes: {w.state.to_json()}")
     assert w.actual["pm"] == w.actual["crm"], (w.actual, w.state.to_json())
     assert all(w.state.canon[f] == w.actual["pm"][f] for f in w.actual["pm"])
+
+
+# --- issue 14: sides that refuse -----------------------------------------------------------
+
+
+class RefusingWorld(World):
+    """`World` where every hub command waits for the side's answer (accept or refuse), as the handlers do it.
+
+    A command refused is taken back (`domain.take_back`): a refused change reverts the source side, a refused
+    revert or correction is a conflict and ends the exchange. Every command is counted against the upstream
+    change that started it (an echo carries the command's change along)."""
+
+    def __init__(self, answers: list[bool], guarded: bool) -> None:
+        super().__init__()
+        self.answers = iter(answers)
+        self.guard = domain.Guard(parent_closed=True, parent_task_id="parent") if guarded else domain.Guard()
+        self.inbox: dict[str, list[tuple[dict, dict, str, int]]] = {"pm": [], "crm": []}  # commands waiting
+        self.feed_roots: dict[str, list[int]] = {"pm": [], "crm": []}
+        self.per_change: dict[int, int] = {}
+        self.changes = 0
+        self.conflicts = 0
+
+    def edit(self, side: str, f: str, v: str) -> None:
+        if self.actual[side].get(f) == v:
+            return
+        self.changes += 1
+        self.feed_roots[side].append(self.changes)
+        super().edit(side, f, v)
+
+    def send(self, target: str, changes: dict, source_at: dict, cause: str, root: int) -> None:
+        self.per_change[root] = self.per_change.get(root, 0) + 1
+        self.inbox[target].append((dict(changes), dict(source_at), cause, root))
+
+    def deliver(self, side: str) -> bool:
+        if not self.feed[side]:
+            return False
+        vals, at, echo = self.feed[side].pop(0)
+        root = self.feed_roots[side].pop(0)
+        out = domain.apply_change(self.state, side, vals, at, echo=echo, guard=self.guard if side == "crm" else domain.Guard())
+        if out.push_other:
+            self.send(domain.other(side), out.push_other, out.source_at, "change", root)
+        if out.push_self:
+            self.send(side, out.push_self, out.source_at, "correction", root)
+        return True
+
+    def answer(self, side: str) -> bool:
+        if not self.inbox[side]:
+            return False
+        changes, source_at, cause, root = self.inbox[side].pop(0)
+        if next(self.answers, False):  # once the answers run out, both sides refuse everything
+            self.actual[side].update(changes)
+            self.feed[side].append((dict(self.actual[side]), self.tick(), domain.Echo(changes, source_at)))
+            self.feed_roots[side].append(root)
+            return True
+        tb = domain.take_back(self.state, side, changes, cause=cause, occurred_at=iso(self.clock))
+        self.conflicts += bool(tb.conflict)
+        if tb.revert and cause not in domain.FOLLOW_UPS:
+            self.send(domain.other(side), tb.revert, {f: self.state.canon_at[f][0] for f in tb.revert}, "revert", root)
+        return True
+
+
+BOUND = domain.MAX_COMMANDS_PER_CHANGE
+
+
+@settings(max_examples=400, deadline=None)
+@given(steps, st.lists(st.booleans(), max_size=40), st.booleans(), st.randoms(use_true_random=False))
+def test_commands_per_change_are_bounded_whatever_the_sides_answer(plan: list, answers: list[bool],
+                                                                   guarded: bool, rnd: Any) -> None:
+    w = RefusingWorld(answers, guarded)
+    for kind, side, f, v in plan:
+        if kind == "edit":
+            if v in values[f]:
+                w.edit(side, f, v)
+        else:
+            rnd.choice([w.deliver, w.answer])(side)
+    for _ in range(1000):  # drain in a random order: it must come to rest
+        moves = [fn for fn in (lambda: w.deliver("pm"), lambda: w.deliver("crm"), lambda: w.answer("pm"),
+                               lambda: w.answer("crm"))]
+        rnd.shuffle(moves)
+        if not any(m() for m in moves):
+            break
+    else:
+        raise AssertionError(f"commands never stopped: {w.per_change}")
+    assert all(n <= BOUND for n in w.per_change.values()), (w.per_change, w.state.to_json())
+    assert sum(w.per_change.values()) <= domain.MAX_COMMANDS_PER_CHANGE * w.changes, w.per_change
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(sorted(values)), st.booleans())
+def test_both_sides_refusing_everything_ends_in_one_conflict_after_two_commands(f: str, guarded: bool) -> None:
+    """The cycle of issue 14: the change refused, its revert refused; the old hub sent the change again forever."""
+    w = RefusingWorld([], guarded)  # every answer is a refusal
+    if guarded and f == "status":
+        w.actual["pm"]["status"] = w.actual["crm"]["status"] = w.state.canon["status"] = "closed"
+        w.state.pm_seen["status"] = w.state.crm_seen["status"] = "closed"
+    w.edit("crm", f, [v for v in values[f] if v != w.actual["crm"][f]][0])
+    while w.deliver("crm") | w.deliver("pm") | w.answer("pm") | w.answer("crm"):
+        pass
+    # refused by the hub's own rule (S10): one correction, refused; else the change and its revert, both refused
+    assert w.per_change == {1: 1 if guarded and f == "status" else 2}, w.per_change
+    assert w.conflicts == 1

@@ -99,3 +99,67 @@ def test_S12_permission() -> None:
     assert domain.may_add_task({"crm_user_id": "u", "active": True, "permissions": ["add_task"]}) is None
     assert domain.may_add_task({"crm_user_id": "u", "active": True, "permissions": []})[0] == "permission_denied"  # type: ignore[index]
     assert domain.may_add_task({"crm_user_id": "u", "active": False, "permissions": ["add_task"]}) is not None
+
+
+# --- issue 14: two sides that both say no; the command budget ---------------------------
+
+
+def test_refused_change_is_taken_back_and_the_source_side_reverted() -> None:
+    st = synced()
+    apply_change(st, "crm", {**BASE, "title": "B"}, T2)  # agreed B, sent to the PM side
+    tb = domain.take_back(st, "pm", {"title": "B"}, cause="change", occurred_at=T3)
+    assert tb.revert == {"title": "A"} and not tb.conflict
+    assert st.canon["title"] == "A", "the refusing side's value is the agreed one again"
+
+
+def test_refused_revert_is_a_conflict_and_nothing_more_is_sent() -> None:
+    st = synced()
+    apply_change(st, "crm", {**BASE, "title": "B"}, T2)
+    domain.take_back(st, "pm", {"title": "B"}, cause="change", occurred_at=T3)  # revert {"title": "A"} to the CRM
+    before = st.to_json()
+    tb = domain.take_back(st, "crm", {"title": "A"}, cause="revert", occurred_at=T3)
+    assert tb.conflict == ["title"] and tb.revert == {}
+    assert st.to_json() == before, "a conflict changes nothing: the agreed value stays the refusing PM side's"
+
+
+def test_refused_correction_of_an_S11_refusal_is_a_conflict() -> None:
+    st = synced()
+    out = apply_change(st, "crm", {**BASE, "due_date": "2024-05-01"}, T2, guard=Guard(schedule_fixed=True))
+    assert out.push_self == {"due_date": None}
+    tb = domain.take_back(st, "crm", out.push_self, cause="correction", occurred_at=T3)
+    assert tb.conflict == ["due_date"] and not tb.revert
+
+
+def test_refused_revert_made_moot_by_a_newer_change_is_no_conflict() -> None:
+    st = synced()
+    apply_change(st, "crm", {**BASE, "title": "B"}, T2)
+    domain.take_back(st, "pm", {"title": "B"}, cause="change", occurred_at=T3)  # revert A to the CRM
+    apply_change(st, "crm", {**BASE, "title": "C"}, T3)  # the CRM user changed it again meanwhile
+    tb = domain.take_back(st, "crm", {"title": "A"}, cause="revert", occurred_at=T3)
+    assert not tb.conflict and not tb.revert
+
+
+def test_command_budget_allows_limit_commands_per_window_then_refuses() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    budget = domain.Budget(3, timedelta(minutes=10))
+    now = datetime(2024, 4, 1, 9, 0, tzinfo=timezone.utc)
+    start, used = None, 0
+    allowed = []
+    for i in range(5):
+        spent = domain.spend(budget, start, used, now + timedelta(seconds=i))
+        start, used = spent.window_start, spent.used
+        allowed.append(spent.allowed)
+    assert allowed == [True, True, True, False, False]
+    assert start == now and used == 3
+    later = domain.spend(budget, start, used, now + timedelta(minutes=10))
+    assert later.allowed and later.used == 1 and later.window_start == now + timedelta(minutes=10), "a new window"
+
+
+def test_follow_up_refused_for_a_stale_base_is_sent_again_not_a_conflict() -> None:
+    st = synced()
+    apply_change(st, "crm", {**BASE, "title": "B"}, T2)
+    domain.take_back(st, "pm", {"title": "B"}, cause="change", occurred_at=T3)  # revert A to the CRM
+    apply_change(st, "crm", {**BASE, "title": "B", "priority": "low"}, T3)  # the CRM task changed again (another field)
+    tb = domain.take_back(st, "crm", {"title": "A"}, cause="revert", occurred_at=T3, code="version_conflict")
+    assert tb.retry == {"title": "A"} and not tb.conflict and not tb.revert

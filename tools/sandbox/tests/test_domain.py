@@ -88,3 +88,11 @@ def test_S4_contact_is_a_client_user_of_one_client_company_only() -> None:
 def test_every_command_type_has_a_handler() -> None:
     commands = {t for (t, _), m in all_events().items() if m.TOPIC in (topics.CRM_COMMANDS, topics.PM_COMMANDS)}
     assert commands == set(APPLY)
+
+
+def test_locked_record_refuses_the_integrations_changes() -> None:
+    with pytest.raises(Rejected) as exc:
+        domain.check_not_locked("task", {"id": "t-1"}, {"locked": True})
+    assert exc.value.code == "locked" and exc.value.details == {"record_id": "t-1"}
+    domain.check_not_locked("task", {"id": "t-1"}, {"locked": False})
+    domain.check_not_locked("task", {"id": "t-1"}, {})

@@ -285,3 +285,54 @@ async def test_http_api_answers_over_real_http(hub_env: HubEnv, kafka_probe: Kaf
     assert request.envelope.entity_key == f"org:{ORG}" and request.envelope.origin == "crm"
     assert counters["event_emitted"]["hub.integration.enable"] == 1
     assert health.status_code == 200
+
+
+async def test_locked_task_refuses_the_integrations_update_until_unlocked(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    async with sandbox(hub_env) as (_, sb):
+        await pm_world(sb)
+        task = await sb.pm.upsert_task(project_id="proj-1", title="T")
+        locked = await sb.pm.lock_task(task["id"])
+        assert locked["extra"]["locked"] is True and locked["version"] == task["version"], "a lock is no change"
+        await sb.pm.update_task(task["id"], priority="low")  # a person can still change it
+        out = await kafka_probe.reader(topics.PM_INGEST)
+
+        def update(title: str) -> cmd.PmTaskUpdate:
+            return cmd.PmTaskUpdate(command_id=uuid.uuid4(), hub_task_id=uuid.uuid4(), portal_id=PORTAL, project_id="proj-1",
+                                    task_id=task["id"], base_version=2, changes=[{"field": "title", "value": title}])
+
+        refused = update("Refused")
+        await kafka_probe.send(command(refused, f"task:{task['id']}"))
+        records = await kafka_probe.collect(out, lambda rs: bool(with_command(rs, refused.command_id)))
+        await sb.pm.lock_task(task["id"], locked=False)
+        applied = update("Applied")
+        await kafka_probe.send(command(applied, f"task:{task['id']}"))
+        records += await kafka_probe.collect(out, lambda rs: bool(with_command(rs, applied.command_id)))
+        after = await sb.pm.get("task", task["id"])
+    rejection = with_command(records, refused.command_id)[0]
+    assert rejection.event_type == "pm.command.rejected" and rejection.payload.reason_code == "locked"
+    assert with_command(records, applied.command_id)[0].event_type == "pm.task.upserted"
+    assert after is not None and after["title"] == "Applied"
+
+
+async def test_command_for_an_org_the_sandbox_does_not_host_is_ignored_and_counted(hub_env: HubEnv,
+                                                                                   kafka_probe: KafkaProbe) -> None:
+    async with sandbox(hub_env) as (_, sb):
+        await pm_world(sb)
+        out = await kafka_probe.reader(topics.PM_INGEST)
+        elsewhere = cmd.PmTaskUpdate(command_id=uuid.uuid4(), hub_task_id=uuid.uuid4(), portal_id=PORTAL,
+                                     project_id="proj-1", task_id="pm-task-1", base_version=1,
+                                     changes=[{"field": "title", "value": "Applied by another connector"}])
+        here = task_create()
+        # same key, same partition: once `here` is answered, the other org's command has been handled before it
+        await kafka_probe.send(make_event(elsewhere, org_id="org-elsewhere", entity_key="task:k", producer="tasks",
+                                          origin="hub"))
+        await kafka_probe.send(command(here, "task:k"))
+        records = await kafka_probe.collect(out, lambda rs: bool(with_command(rs, here.command_id)))
+        other = await sb.for_org("org-elsewhere").counters()
+        hosted = await sb.counters()
+    ignored = other["totals"]["command_ignored"]
+    assert ignored == 1
+    assert other["totals"]["command_rejected"] == other["totals"]["event_emitted"] == 0, "no answer for an org not hosted"
+    assert not with_command(records, elsewhere.command_id)
+    assert with_command(records, here.command_id)[0].event_type == "pm.task.upserted"
+    assert hosted["totals"]["command_ignored"] == 0 and hosted["totals"]["command_applied"] == 1

@@ -17,12 +17,23 @@ Loop prevention: an incoming value equal to the agreed one changes nothing
 carries, for the fields the command set, the *original* change's stamp, not
 the time the upstream applied it; so a late echo of an outdated command can
 never beat a newer change.
+
+Refusals (issue 14): when an upstream refuses a hub update, the refused values are
+taken back and the side the change came from is put back (a `revert`); the
+side of a change that lost a conflict or broke an S10/S11 rule is put back too
+(a `correction`). A revert or correction that is itself refused is a refusal
+answered by a refusal: the hub records `conflict` and sends nothing more for
+that change (`take_back`). So one upstream change causes **at most
+MAX_COMMANDS_PER_CHANGE = 3 commands**: the update of the other side, the
+correction of its own side, and the revert after the other side refused the
+update. The per-task command budget (`spend`) bounds whatever else might loop:
+a task over budget is parked until a real edit (not an echo) or a resync.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 FIELDS: tuple[str, ...] = ("title", "description", "due_date", "priority", "status", "owner_id")
@@ -244,3 +255,80 @@ def reconcile(state: State) -> tuple[Values, Values]:
             state.canon[f], state.canon_at[f] = cv, ca  # type: ignore[assignment]
             to_pm[f] = cv
     return to_pm, to_crm
+
+
+# --- refusals answered by refusals, and the command budget (issue 14) -------------------
+
+MAX_COMMANDS_PER_CHANGE = 3
+"""One upstream change: the update of the other side + the correction of its own side + one revert."""
+
+FOLLOW_UPS = ("correction", "revert")
+"""Causes of commands that answer a change (or a refusal) rather than carry one: refused, they end the exchange."""
+
+STALE_BASE = "version_conflict"
+"""A refusal of the command's base version, not of its values: the record changed after it was sent."""
+
+
+@dataclass
+class TakeBack:
+    """What the refusal of one hub update means for the mapping."""
+
+    revert: Values = field(default_factory=dict)  # put the source side back to these (agreed) values
+    conflict: list[str] = field(default_factory=list)  # both sides refused: nothing more is sent for these
+    retry: Values = field(default_factory=dict)  # a follow-up refused for a stale base: send these again
+
+
+def take_back(state: State, target: str, changes: Values, *, cause: str, occurred_at: str,
+              code: str = "other") -> TakeBack:
+    """`target` refused (`code`) the hub's update `changes` (canonical values), sent for `cause`.
+
+    A refused change: the target's value becomes the agreed one again and the source side is reverted.
+    A refused correction or revert: the source already refused (or lost) the value the target holds, so
+    both sides said no; the fields the command was still meant to set (the agreed value, which the
+    target does not hold) are a conflict, and nothing is sent. The agreed value stays as it was.
+    Except for a stale base (`version_conflict`): the target's newer change is already merged (it comes
+    before the rejection on the record's key), so what is still agreed and missing is sent again to the
+    same side (`retry`); that can only repeat when the target's record changes again in between.
+    """
+    out = TakeBack()
+    source = other(target)
+    seen_t, seen_s = state.seen(target), state.seen(source)
+    for f in FIELDS:
+        if f not in changes or f not in seen_t:
+            continue
+        if cause in FOLLOW_UPS:
+            if state.canon.get(f, object()) == changes[f] and seen_t[f] != changes[f]:
+                out.conflict.append(f)
+            continue
+        state.canon[f] = seen_t[f]
+        state.canon_at[f] = state.at(target).get(f) or [occurred_at, target]
+        if seen_s.get(f, object()) != state.canon[f]:
+            out.revert[f] = state.canon[f]
+    if out.conflict and code == STALE_BASE:
+        out.retry = {f: state.canon[f] for f in out.conflict}
+        out.conflict = []
+    return out
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most `limit` commands for one task within `window` (a fixed window opened by its first command)."""
+
+    limit: int
+    window: timedelta
+
+
+@dataclass(frozen=True)
+class Spent:
+    window_start: datetime | None
+    used: int
+    allowed: bool
+
+
+def spend(budget: Budget, window_start: datetime | None, used: int, now: datetime) -> Spent:
+    """Count one more command against the task's budget; `allowed` is False once the budget is used up."""
+    if window_start is None or now - window_start >= budget.window or now < window_start:
+        window_start, used = now, 0
+    if used >= budget.limit:
+        return Spent(window_start, used, False)
+    return Spent(window_start, used + 1, True)

@@ -14,14 +14,23 @@ Decisions taken deliberately:
   The same happens when the PM tool itself rejects a hub command.
 - Deletes are recorded but not mirrored.
 - Every decision goes to `task_decisions` and is published as `tasks.mirror.decided`.
+- Two sides that both say no (issue 14): a refused revert or correction is recorded as one `conflict` and
+  nothing more is sent for that change (no second e-mail either); the next real edit on either side goes
+  through as usual. One upstream change causes at most `domain.MAX_COMMANDS_PER_CHANGE` (3) commands.
+  Whatever else might loop is stopped by the per-task command budget (`HUB_TASKS__COMMAND_BUDGET` commands
+  per `HUB_TASKS__BUDGET_WINDOW_SECONDS`): the task is parked (`parked` in its history, the
+  `hub_tasks_parked_total` metric, an alert log line) and sends nothing until a real edit or a resync.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from prometheus_client import Counter
+
+from hub_platform import metrics
 from hub_platform.consumer import HandlerContext, Router
 from hub_schema import Event
 from hub_schema.events import commands as cmd
@@ -30,9 +39,21 @@ from hub_schema.events.common import RecordRef
 from hub_schema.events.notifications import NotificationRequested, Recipient
 from hub_schema.events.tasks import TaskMirrorDecided, TaskRequestRefused
 from hub_tasks import domain, storage
-from hub_tasks.domain import Echo, Guard, State
+from hub_tasks.domain import Budget, Echo, Guard, State
 
 router = Router()
+
+PARKED = Counter("hub_tasks_parked_total", "Tasks parked: their command budget was used up (a loop stopped)",
+                 registry=metrics.REGISTRY)
+CONFLICTS = Counter("hub_tasks_conflicts_total", "Changes both sides refused (a revert or correction was refused too)",
+                    ["side"], registry=metrics.REGISTRY)
+BUDGET = Budget(30, timedelta(minutes=10))
+"""The per-task command budget; `main.build` sets it from the settings (HUB_TASKS__*)."""
+
+
+def configure(budget: Budget) -> None:
+    global BUDGET
+    BUDGET = budget
 
 CHANGE_MODELS: dict[str, Any] = {
     "title": cmd.TitleChange, "description": cmd.DescriptionChange, "due_date": cmd.DueDateChange,
@@ -185,14 +206,59 @@ def change_list(values: dict[str, Any]) -> list[Any]:
     return changes
 
 
+def ids_of(m: dict[str, Any]) -> dict[str, Any]:
+    return {"hub_task_id": m["hub_task_id"], "pm_task_id": m["pm_task_id"], "crm_task_id": m["crm_task_id"]}
+
+
+async def within_budget(ctx: HandlerContext, m: dict[str, Any], origin: str, w: storage.Writes | None) -> bool:
+    """Spend one command of the task's budget (on `m`: the caller saves the mapping); park the task when it is used up.
+
+    A parked task sends nothing (each change is recorded as skipped: parked) until `resume`."""
+    if m.get("parked_at") is not None:
+        await decide(ctx, side=origin, decision="skipped", code="parked",
+                     reason=f"the task is parked since {m['parked_at'].isoformat()} ({m.get('parked_reason')}); nothing "
+                            "is sent until a real edit on either side or a resync", w=w, **ids_of(m))
+        return False
+    now = datetime.now(timezone.utc)
+    spent = domain.spend(BUDGET, m.get("budget_window_start"), m.get("budget_used") or 0, now)
+    m["budget_window_start"], m["budget_used"] = spent.window_start, spent.used
+    if spent.allowed:
+        return True
+    window = int(BUDGET.window.total_seconds())
+    reason = (f"command budget used up: {BUDGET.limit} commands within {window} s for this task; parked until a "
+              "real edit on either side or a resync (a loop the other rules did not stop)")
+    m["parked_at"], m["parked_reason"] = now, reason
+    PARKED.inc()
+    ctx.log.error("ALERT task parked: command budget used up", alert="task_parked", hub_task_id=str(m["hub_task_id"]),
+                  pm_task_id=m["pm_task_id"], crm_task_id=m["crm_task_id"], budget=BUDGET.limit, window_seconds=window)
+    await decide(ctx, side=origin, decision="parked", code="command_budget", reason=reason, w=w, **ids_of(m))
+    return False
+
+
+async def resume(ctx: HandlerContext, m: dict[str, Any], side: str, code: str, reason: str,
+                 w: storage.Writes | None = None) -> None:
+    """Un-park a task (a real edit or a resync) with a fresh budget; the caller saves the mapping."""
+    if m.get("parked_at") is None:
+        return
+    m["parked_at"] = m["parked_reason"] = m["budget_window_start"] = None
+    m["budget_used"] = 0
+    await decide(ctx, side=side, decision="resumed", code=code, reason=reason, w=w, **ids_of(m))
+
+
 async def send_update(ctx: HandlerContext, m: dict[str, Any], target: str, canon_changes: dict[str, Any],
-                      source_at: dict[str, str], acting_user_id: str | None, w: storage.Writes | None = None) -> bool:
-    """Send the target side an update of `canon_changes`; False when there is nothing it can be told."""
+                      source_at: dict[str, str], acting_user_id: str | None, w: storage.Writes | None = None, *,
+                      cause: str = "change", reverts: uuid.UUID | None = None) -> bool:
+    """Send the target side an update of `canon_changes`; False when there is nothing it can be told, or the task
+    is (now) parked. Spends the task's command budget on `m`: the caller saves the mapping afterwards.
+
+    `cause`: `change`, `correction` or `revert` (of the refused command `reverts`), see domain.take_back."""
     target_id = m["pm_task_id"] if target == "pm" else m["crm_task_id"]
     if target_id is None or not canon_changes:
         return False  # the record is still being created: the create's echo brings the diff
     side_values = await to_side(ctx, target, canon_changes)
     if not side_values:
+        return False
+    if not await within_budget(ctx, m, domain.other(target) if cause == "change" else target, w):
         return False
     command_id = uuid.uuid4()
     changes = change_list(side_values)
@@ -206,7 +272,8 @@ async def send_update(ctx: HandlerContext, m: dict[str, Any], target: str, canon
     sent = {f: canon_changes[f] for f in side_values}
     await storage.record_command(w or ctx.conn, command_id=command_id, hub_task_id=m["hub_task_id"], org_id=ctx.event.org_id,
                                  target=target, kind=payload.EVENT_TYPE, changes=sent,
-                                 source_at={f: source_at[f] for f in sent if f in source_at}, acting_user_id=acting_user_id)
+                                 source_at={f: source_at[f] for f in sent if f in source_at}, acting_user_id=acting_user_id,
+                                 cause=cause, reverts_command_id=reverts)
     await ctx.emit(payload, entity_key=f"task:{target_id}")
     return True
 
@@ -261,7 +328,6 @@ async def bind_created(ctx: HandlerContext, c: dict[str, Any], side: str, task_i
         m["crm_task_id"], m["crm_version"] = task_id, version
     m["state"] = state.to_json()
     w = storage.Writes(ctx.conn)
-    await storage.save_mapping(w, m)  # type: ignore[arg-type]
     await storage.set_command_outcome(w, c["command_id"], "applied")  # type: ignore[arg-type]
     await decide(ctx, side=side, decision="skipped", code="echo",
                  reason=f"the {side.upper()} side created the task the hub asked for (command {c['command_id']}); not mirrored back",
@@ -276,6 +342,7 @@ async def bind_created(ctx: HandlerContext, c: dict[str, Any], side: str, task_i
             await decide(ctx, side=domain.other(side), decision="mirrored", code="changed",
                          reason="changes made while the task was being created", hub_task_id=m["hub_task_id"],
                          pm_task_id=m["pm_task_id"], crm_task_id=m["crm_task_id"], fields=list(behind), w=w)
+    await storage.save_mapping(w, m)  # type: ignore[arg-type]
     await w.flush()
 
 
@@ -285,6 +352,7 @@ async def apply_to_mapping(ctx: HandlerContext, m: dict[str, Any], side: str, va
     """Merge one change into one mapping, push the results, record every decision (writes: one statement)."""
     w = storage.Writes(ctx.conn)
     await _apply_to_mapping(ctx, m, side, values, modified_at, version, echo_cmd, enabled, guard, acting_user_id, title, w)
+    await storage.save_mapping(w, m)  # type: ignore[arg-type]  # after the sends: they spend the command budget
     await w.flush()
 
 
@@ -296,8 +364,7 @@ async def _apply_to_mapping(ctx: HandlerContext, m: dict[str, Any], side: str, v
     out = domain.apply_change(state, side, values, modified_at, echo=echo, enabled=enabled, guard=guard)
     m["state"] = state.to_json()
     m[f"{side}_version"] = version
-    await storage.save_mapping(w, m)  # type: ignore[arg-type]
-    ids = {"hub_task_id": m["hub_task_id"], "pm_task_id": m["pm_task_id"], "crm_task_id": m["crm_task_id"]}
+    ids = ids_of(m)
     if echo_cmd is not None:
         await storage.set_command_outcome(w, echo_cmd["command_id"], "applied")  # type: ignore[arg-type]
     if not out.changed:
@@ -310,12 +377,15 @@ async def _apply_to_mapping(ctx: HandlerContext, m: dict[str, Any], side: str, v
     if not enabled:
         await decide(ctx, side=side, decision="skipped", code=DISABLED[0], reason=DISABLED[1], fields=out.changed, w=w, **ids)
         return
+    if echo_cmd is None:
+        await resume(ctx, m, side, "real_edit", f"a real edit in the {side.upper()} side resumes the parked task", w)
     target = domain.other(side)
     if out.push_other:
         await send_update(ctx, m, target, out.push_other, out.source_at, acting_user_id, w)
-        await decide(ctx, side=side, decision="mirrored", code="changed",
-                     reason=f"changed in the {side.upper()} side; sent to the {target.upper()} side",
-                     fields=list(out.push_other), w=w, **ids)
+        if m.get("parked_at") is None:
+            await decide(ctx, side=side, decision="mirrored", code="changed",
+                         reason=f"changed in the {side.upper()} side; sent to the {target.upper()} side",
+                         fields=list(out.push_other), w=w, **ids)
     settled = [f for f in out.changed if f not in out.push_other and f not in out.lost and f not in [r[0] for r in out.refused]]
     if settled:
         if echo_cmd is not None:
@@ -333,7 +403,7 @@ async def _apply_to_mapping(ctx: HandlerContext, m: dict[str, Any], side: str, v
         await refuse(ctx, code=code, reason=reason, acting_user_id=acting_user_id, record=record, fields=[f],
                      notify_kind=NOTIFY_KIND.get(code, "task_update_failed"), title=title, w=w, **ids)
     if out.push_self:
-        await send_update(ctx, m, side, out.push_self, out.source_at, None, w)
+        await send_update(ctx, m, side, out.push_self, out.source_at, None, w, cause="correction")
 
 
 # --- PM tasks ----------------------------------------------------------------------
@@ -522,7 +592,10 @@ async def on_crm_task_deleted(ctx: HandlerContext, event: Event[crm.CrmTaskDelet
 
 @router.on("pm.command.rejected", "crm.command.rejected")
 async def on_command_rejected(ctx: HandlerContext, event: Event[Any]) -> None:
-    """An upstream refused one of our commands: the refused values are taken back, the other side reverted."""
+    """An upstream refused one of our commands: the refused values are taken back, the other side reverted.
+
+    A refused revert or correction ends the exchange: one `conflict` in the history, nothing sent, no e-mail
+    (the person who made the change was told when the change itself was refused)."""
     p = event.payload
     c = await storage.command(ctx.conn, ctx.event.org_id, p.command_id)
     if c is None:
@@ -532,19 +605,18 @@ async def on_command_rejected(ctx: HandlerContext, event: Event[Any]) -> None:
     assert m is not None
     target = c["target"]
     source = domain.other(target)
-    ids = {"hub_task_id": m["hub_task_id"], "pm_task_id": m["pm_task_id"], "crm_task_id": m["crm_task_id"]}
+    ids = ids_of(m)
     fields = [f for f in domain.FIELDS if f in c["changes"]]
     state = State.from_json(m["state"])
+    cause = c.get("cause") or "change"
+    if cause in domain.FOLLOW_UPS:
+        await both_refused(ctx, m, c, state, p.reason_code, p.reason)
+        return
     revert: dict[str, Any] = {}
     if c["kind"].endswith(".update"):
-        for f in fields:
-            if f in state.seen(target):
-                state.canon[f] = state.seen(target)[f]
-                state.canon_at[f] = state.at(target).get(f) or [event.envelope.occurred_at.isoformat(), target]
-                if state.seen(source).get(f, object()) != state.canon[f]:
-                    revert[f] = state.canon[f]
+        revert = domain.take_back(state, target, c["changes"], cause=cause,
+                                  occurred_at=event.envelope.occurred_at.isoformat()).revert
         m["state"] = state.to_json()
-        await storage.save_mapping(ctx.conn, m)
     reason = f"the {target.upper()} side refused the change: {p.reason}"
     if source == "crm":
         record = RecordRef(record_type=m["record_type"], record_id=m["record_id"])
@@ -554,7 +626,46 @@ async def on_command_rejected(ctx: HandlerContext, event: Event[Any]) -> None:
     else:
         await decide(ctx, side=source, decision="refused", code=p.reason_code, reason=reason, fields=fields, **ids)
     if revert:
-        await send_update(ctx, m, source, revert, {f: state.canon_at[f][0] for f in revert}, None)
+        await send_update(ctx, m, source, revert, {f: state.canon_at[f][0] for f in revert}, None,
+                          cause="revert", reverts=c["command_id"])
+    if c["kind"].endswith(".update"):
+        await storage.save_mapping(ctx.conn, m)
+
+
+async def both_refused(ctx: HandlerContext, m: dict[str, Any], c: dict[str, Any], state: State, code: str,
+                       why: str) -> None:
+    """The `target` side refused a revert or correction: the other side had already refused (or lost) the change.
+
+    A `version_conflict` is no refusal of the values: the record changed after the command's base version, and
+    that change (ordered before this rejection on the record's key) is already merged here; what is still agreed
+    and missing on the target is sent once more against the newest version. That repeats only if the record
+    changes again in between (and the command budget bounds even that)."""
+    target = c["target"]
+    ids = ids_of(m)
+    tb = domain.take_back(state, target, c["changes"], cause=c["cause"], occurred_at="", code=code)
+    conflict, again = tb.conflict, tb.retry
+    what = "the revert of a change the other side refused" if c["cause"] == "revert" else \
+        "the correction of a change the hub could not carry over"
+    if again:
+        if await send_update(ctx, m, target, again, {f: state.canon_at[f][0] for f in again}, c["acting_user_id"],
+                             cause=c["cause"], reverts=c.get("reverts_command_id")):
+            await decide(ctx, side=target, decision="skipped", code="retried",
+                         reason=f"the {target.upper()} side's task changed after {what} was sent ({why}); sent again "
+                                "against its newest version", fields=list(again), **ids)
+        await storage.save_mapping(ctx.conn, m)
+        return
+    if not conflict:
+        await decide(ctx, side=target, decision="skipped", code="superseded",
+                     reason=f"the {target.upper()} side refused {what} ({why}), which a newer change has made moot",
+                     fields=[f for f in domain.FIELDS if f in c["changes"]], **ids)
+        return
+    CONFLICTS.labels(target).inc()
+    ctx.log.warning("both sides refused a change: conflict recorded, nothing more sent", hub_task_id=str(ids["hub_task_id"]),
+                    command_id=str(c["command_id"]), reverts_command_id=str(c.get("reverts_command_id")), reason_code=code)
+    await decide(ctx, side=target, decision="conflict", code=code,
+                 reason=f"both sides refused: the {target.upper()} side refused {what} ({why}); the sides differ in "
+                        f"{', '.join(conflict)} and the hub sends nothing more for this change, until the next real "
+                        "edit on either side", fields=conflict, **ids)
 
 
 # --- S7 resync ---------------------------------------------------------------------------
@@ -573,14 +684,15 @@ async def on_resync(ctx: HandlerContext, event: Event[linking.ResyncRequested]) 
         state = State.from_json(m["state"])
         to_pm, to_crm = domain.reconcile(state)
         m["state"] = state.to_json()
-        await storage.save_mapping(ctx.conn, m)
-        ids = {"hub_task_id": m["hub_task_id"], "pm_task_id": m["pm_task_id"], "crm_task_id": m["crm_task_id"]}
+        ids = ids_of(m)
+        await resume(ctx, m, "crm", "resync", "an administrator's resync resumes the parked task")
         for target, changes in (("crm", to_crm), ("pm", to_pm)):
             if changes and await send_update(ctx, m, target, changes, {f: state.canon_at[f][0] for f in changes},
                                              p.requested_by):
                 await decide(ctx, side=domain.other(target), decision="mirrored", code="resync",
                              reason=f"resync: the {domain.other(target).upper()} side's newer values sent to the "
                                     f"{target.upper()} side", fields=list(changes), **ids)
+        await storage.save_mapping(ctx.conn, m)
     for snap in await storage.flagged_pm_tasks(ctx.conn, org, p.portal_id):
         records = [r for r in await storage.linked_records(ctx.conn, org, p.portal_id, snap["project_id"])
                    if r["record_type"] in domain.MIRRORED_RECORD_TYPES]

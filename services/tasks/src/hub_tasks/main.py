@@ -10,16 +10,18 @@ from hub_schema import topics
 from hub_schema.events import commands as cmd
 from hub_schema.events.notifications import NotificationRequested
 from hub_schema.events.tasks import TaskMirrorDecided, TaskRequestRefused
-from hub_tasks import http
+from hub_tasks import handlers, http
 from hub_tasks.handlers import router
-from hub_tasks.settings import TasksSettings
+from hub_tasks.settings import CommandBudgetSettings, TasksSettings
 
 MIGRATIONS = db.service_migrations(__file__, "hub_tasks")
 
 
 def build(settings: ServiceSettings | None = None) -> HubService:
+    settings = settings or TasksSettings()
+    handlers.configure(getattr(settings, "tasks", CommandBudgetSettings()).budget())
     service = HubService(
-        settings or TasksSettings(), router,
+        settings, router,
         subscribe=[topics.PM_INGEST, topics.CRM_INGEST, topics.LINKING_EVENTS, topics.IDENTITY_EVENTS],
         migrations=MIGRATIONS,
         emits=[cmd.CrmTaskCreate, cmd.CrmTaskUpdate, cmd.CrmNoteAdd, cmd.PmTaskCreate, cmd.PmTaskUpdate,

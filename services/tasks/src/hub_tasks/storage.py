@@ -184,19 +184,23 @@ async def mappings_of_org(conn: asyncpg.Connection, org_id: str, portal_id: str)
 
 
 async def save_mapping(conn: asyncpg.Connection, m: Row) -> None:
+    """The mapping's state, versions, ids and command budget (a mapping row as read: `SELECT *`)."""
     await conn.execute(
         "UPDATE task_mappings SET pm_task_id = $2, crm_task_id = $3, state = $4, pm_version = $5, crm_version = $6, "
+        "budget_window_start = $7, budget_used = $8, parked_at = $9, parked_reason = $10, "
         "updated_at = now() WHERE hub_task_id = $1",
-        m["hub_task_id"], m["pm_task_id"], m["crm_task_id"], m["state"], m["pm_version"], m["crm_version"])
+        m["hub_task_id"], m["pm_task_id"], m["crm_task_id"], m["state"], m["pm_version"], m["crm_version"],
+        m.get("budget_window_start"), m.get("budget_used") or 0, m.get("parked_at"), m.get("parked_reason"))
 
 
 async def record_command(conn: asyncpg.Connection, *, command_id: uuid.UUID, hub_task_id: uuid.UUID, org_id: str,
                          target: str, kind: str, changes: dict[str, Any], source_at: dict[str, str],
-                         acting_user_id: str | None) -> None:
+                         acting_user_id: str | None, cause: str = "change",
+                         reverts_command_id: uuid.UUID | None = None) -> None:
     await conn.execute(
-        "INSERT INTO task_commands (command_id, hub_task_id, org_id, target, kind, changes, source_at, acting_user_id) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        command_id, hub_task_id, org_id, target, kind, changes, source_at, acting_user_id)
+        "INSERT INTO task_commands (command_id, hub_task_id, org_id, target, kind, changes, source_at, acting_user_id, "
+        "cause, reverts_command_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        command_id, hub_task_id, org_id, target, kind, changes, source_at, acting_user_id, cause, reverts_command_id)
 
 
 async def command(conn: asyncpg.Connection, org_id: str, command_id: uuid.UUID | None) -> Row | None:

@@ -4,6 +4,7 @@ Routes (JSON in and out; `org_id` and `acting_user_id` as query parameters, defa
   POST   /sandbox/{side}/{kind}            create or change a record (body: its fields, `id` to change one)
   PATCH  /sandbox/{side}/{kind}/{id}       change an existing record
   DELETE /sandbox/{side}/{kind}/{id}       delete / remove / deactivate it
+  POST   /sandbox/{side}/{kind}/{id}/lock  lock it against the integration's changes (body {"locked": false} unlocks)
   GET    /sandbox/{side}/{kind}            {"records": [...]} what the side looks like now (?include_deleted=true)
   GET    /sandbox/{side}/{kind}/{id}       one record
   POST   /sandbox/requests/{request_type}  a CRM user's request on hub.requests (body: the request's fields)
@@ -90,6 +91,14 @@ class Api:
         include = request.query_params.get("include_deleted", "false").lower() in ("1", "true", "yes")
         return JSONResponse({"records": await self._client(request).list(p["side"], p["kind"], include_deleted=include)})
 
+    async def lock(self, request: Request) -> Response:
+        p = request.path_params
+        body = await self._body(request)
+        locked = body.get("locked", True)
+        if not isinstance(locked, bool):
+            raise InvalidRecord("locked must be true or false")
+        return JSONResponse(await self._client(request).lock(p["side"], p["kind"], p["id"], locked))
+
     async def request(self, request: Request) -> Response:
         out = await self._client(request).request(request.path_params["request_type"], **await self._body(request))
         return JSONResponse(out, status_code=202)
@@ -113,4 +122,5 @@ class Api:
             Route("/sandbox/{side}/{kind}/{id}", g(self.get), methods=["GET"]),
             Route("/sandbox/{side}/{kind}/{id}", g(self.update), methods=["PATCH"]),
             Route("/sandbox/{side}/{kind}/{id}", g(self.delete), methods=["DELETE"]),
+            Route("/sandbox/{side}/{kind}/{id}/lock", g(self.lock), methods=["POST"]),
         ]

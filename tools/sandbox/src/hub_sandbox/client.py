@@ -84,6 +84,9 @@ class _Client:
     async def request(self, request_type: str, **fields: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    async def lock(self, side: str, kind: str, record_id: str, locked: bool = True) -> Record:
+        raise NotImplementedError
+
     async def counters(self, *, all_orgs: bool = False) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -166,6 +169,9 @@ class SandboxClient(_Client):
         async with self.pool.acquire() as conn:
             return [r.as_json() for r in await storage.find(conn, self.org_id, side, kind, include_deleted=include_deleted)]
 
+    async def lock(self, side: str, kind: str, record_id: str, locked: bool = True) -> Record:
+        return (await self._write(lambda w: w.lock(side, kind, record_id, locked))).as_json()
+
     async def request(self, request_type: str, **fields: Any) -> dict[str, Any]:
         env = await self._write(lambda w: w.request(request_type, fields))
         return {"event_type": env.event_type, "event_id": str(env.event_id), "request_id": env.payload["request_id"],
@@ -242,6 +248,9 @@ class SandboxHttpClient(_Client):
     async def list(self, side: str, kind: str, *, include_deleted: bool = False) -> list[Record]:
         return (await self._call("GET", f"/sandbox/{side}/{kind}", include_deleted=include_deleted))["records"]
 
+    async def lock(self, side: str, kind: str, record_id: str, locked: bool = True) -> Record:
+        return await self._call("POST", f"/sandbox/{side}/{kind}/{record_id}/lock", {"locked": locked})
+
     async def request(self, request_type: str, **fields: Any) -> dict[str, Any]:
         return await self._call("POST", f"/sandbox/requests/{request_type}", fields)
 
@@ -284,6 +293,10 @@ class CrmUi:
 
     async def update_task(self, id: str, **changes: Any) -> Record:
         return await self._c.update("crm", "task", id, changes)
+
+    async def lock_task(self, id: str, locked: bool = True) -> Record:
+        """Lock the task against the integration's changes (a person can still edit it)."""
+        return await self._c.lock("crm", "task", id, locked)
 
     async def add_note(self, **fields: Any) -> Record:
         return await self._c.upsert("crm", "note", fields)
@@ -331,6 +344,10 @@ class PmUi:
 
     async def update_task(self, id: str, **changes: Any) -> Record:
         return await self._c.update("pm", "task", id, changes)
+
+    async def lock_task(self, id: str, locked: bool = True) -> Record:
+        """Lock the task against the integration's changes (a person can still edit it)."""
+        return await self._c.lock("pm", "task", id, locked)
 
     async def add_comment(self, **fields: Any) -> Record:
         return await self._c.upsert("pm", "comment", fields)

@@ -48,6 +48,13 @@ def check_base_version(kind: str, record_id: str, base_version: int, current_ver
         )
 
 
+def check_not_locked(kind: str, record: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
+    """A record locked in the tool (an approval in progress, a person's lock) refuses the integration's changes."""
+    if extra.get("locked"):
+        raise Rejected("locked", f"{kind} {record['id']!r} is locked and cannot be changed by the integration",
+                       {"record_id": record["id"]})
+
+
 def task_changes(changes: Sequence[TaskChange], *, title_field: str = "title") -> dict[str, Any]:
     """The command's field changes as a record update (the CRM calls the title `subject`)."""
     out: dict[str, Any] = {}

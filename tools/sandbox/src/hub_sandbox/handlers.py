@@ -7,10 +7,18 @@ with a RejectionCode, nothing else written). A command id is applied at most
 once whatever envelope it comes in (ledger `applied_commands`); the platform's
 inbox already absorbs redelivery of the same event.
 
-Unknown org: the sandbox is multi-tenant by envelope `org_id` (each org has its
-own CRM and PM tool); a command about records the org does not have is refused
+Orgs: the sandbox is multi-tenant by envelope `org_id` (each org has its own
+CRM and PM tool). It answers commands only for the orgs it hosts (that have a
+record): a command for any other org is ignored and counted (`command_ignored`),
+as a separate connector would never see it; refusing it `not_found` made the hub
+tell people their changes failed when another connector had applied them. In a
+hosted org, a command about records the org does not have is refused
 `not_found`, as the real tool would. Commands are never dead-lettered for a
 domain reason.
+
+Locks (for tests and demos of refusals): a record locked through the UI API
+(`POST /sandbox/{side}/{kind}/{id}/lock`) refuses task updates and deletes from
+the integration with `locked`; people can still change it.
 """
 
 from __future__ import annotations
@@ -51,11 +59,14 @@ async def crm_task_create(w: World, c: cmd.CrmTaskCreate) -> None:
 
 async def crm_task_update(w: World, c: cmd.CrmTaskUpdate) -> None:
     task = await w.need("crm", "task", c.task_id)
+    domain.check_not_locked("task", task.data, task.extra)
     domain.check_base_version("task", c.task_id, c.base_version, task.version, w.settings.sandbox_version_conflicts)
     await w.save("crm", "task", domain.task_changes(c.changes, title_field="subject"), record_id=c.task_id, must_exist=True)
 
 
 async def crm_task_delete(w: World, c: cmd.CrmTaskDelete) -> None:
+    task = await w.need("crm", "task", c.task_id)
+    domain.check_not_locked("task", task.data, task.extra)
     await w.delete("crm", "task", c.task_id)
 
 
@@ -227,6 +238,7 @@ async def pm_task_create(w: World, c: cmd.PmTaskCreate) -> None:
 
 async def pm_task_update(w: World, c: cmd.PmTaskUpdate) -> None:
     task = await w.need("pm", "task", c.task_id, portal_id=c.portal_id, project_id=c.project_id)
+    domain.check_not_locked("task", task.data, task.extra)
     domain.check_base_version("task", c.task_id, c.base_version, task.version, w.settings.sandbox_version_conflicts)
     update = domain.task_changes(c.changes)
     parent_id = task.data.get("parent_task_id")
@@ -237,7 +249,8 @@ async def pm_task_update(w: World, c: cmd.PmTaskUpdate) -> None:
 
 
 async def pm_task_delete(w: World, c: cmd.PmTaskDelete) -> None:
-    await w.need("pm", "task", c.task_id, portal_id=c.portal_id, project_id=c.project_id)
+    task = await w.need("pm", "task", c.task_id, portal_id=c.portal_id, project_id=c.project_id)
+    domain.check_not_locked("task", task.data, task.extra)
     await w.delete("pm", "task", c.task_id)
 
 
@@ -272,6 +285,11 @@ def make_router(settings: SandboxSettings) -> Router:
         env = event.envelope
         conn = ctx.conn
         await storage.lock_org(conn, env.org_id)
+        if not await storage.hosts_org(conn, env.org_id):
+            ctx.log.info("command for an org the sandbox does not host: ignored", org_id=env.org_id, command_type=env.event_type)
+            await storage.log_message(conn, org_id=env.org_id, what="command_ignored", side=side, event_type=env.event_type,
+                                      event_id=env.event_id, command_id=c.command_id, entity_key=env.entity_key)
+            return
         if await storage.command_seen(conn, c.command_id):
             await storage.log_message(conn, org_id=env.org_id, what="command_duplicate", side=side, event_type=env.event_type,
                                       event_id=env.event_id, command_id=c.command_id, entity_key=env.entity_key)

@@ -35,6 +35,19 @@ def _rec(row: asyncpg.Record | None) -> Rec | None:
     return Rec(**dict(row)) if row is not None else None
 
 
+async def hosts_org(conn: asyncpg.Connection, org_id: str) -> bool:
+    """Does the sandbox play this org's tools (anyone created a record in it)?"""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM records WHERE org_id = $1)", org_id))
+
+
+async def set_locked(conn: asyncpg.Connection, org_id: str, side: str, kind: str, record_id: str, locked: bool) -> bool:
+    """Lock a record against the integration's changes (or unlock it): no new version, no change event."""
+    return bool(await conn.fetchval(
+        "UPDATE records SET extra = extra || jsonb_build_object('locked', $5::boolean) "
+        "WHERE org_id = $1 AND side = $2 AND kind = $3 AND id = $4 AND NOT deleted RETURNING true",
+        org_id, side, kind, record_id, locked))
+
+
 async def lock_org(conn: asyncpg.Connection, org_id: str) -> None:
     """Serialise the writes of one org's tools, so check-then-write rules (unique e-mails) hold."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"sandbox:{org_id}")
@@ -103,7 +116,8 @@ async def counters(conn: asyncpg.Connection, org_id: str | None = None) -> dict[
         "SELECT what, event_type, count(*) AS n FROM message_log WHERE $1::text IS NULL OR org_id = $1 "
         "GROUP BY what, event_type ORDER BY what, event_type", org_id,
     )
-    out: dict[str, Any] = {w: {} for w in ("command_applied", "command_rejected", "command_duplicate", "event_emitted")}
+    out: dict[str, Any] = {w: {} for w in ("command_applied", "command_rejected", "command_duplicate", "command_ignored",
+                                           "event_emitted")}
     for r in rows:
         out[r["what"]][r["event_type"]] = r["n"]
     out["totals"] = {w: sum(v.values()) for w, v in out.items()}

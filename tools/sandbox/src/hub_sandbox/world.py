@@ -182,6 +182,13 @@ class World:
 
     # -- the UI: what a person can do ----------------------------------------------------
 
+    async def lock(self, side: str, kind_name: str, record_id: str, locked: bool = True) -> Rec:
+        """Lock a record against the integration's changes (commands are refused `locked`), or unlock it."""
+        kind = kind_of(side, kind_name)
+        if not await storage.set_locked(self.conn, self.org_id, side, kind.name, record_id, locked):
+            raise NotFound(f"no {side} {kind.name.replace('_', ' ')} {record_id!r}")
+        return await self.need(side, kind.name, record_id)
+
     async def ui_upsert(self, side: str, kind_name: str, fields: Mapping[str, Any]) -> Rec:
         """A person saves a record in the tool's UI; references must exist, omitted fields get the UI's defaults."""
         kind = kind_of(side, kind_name)

@@ -83,6 +83,7 @@ RejectionCode = Literal[
     "permission_denied",
     "not_found",
     "version_conflict",  # base_version is behind the upstream record
+    "locked",  # the record is locked against changes from the integration
     "plan_required",  # S17: needs a paid PM plan
     "invalid",
     "other",

@@ -17,7 +17,9 @@ from hub_schema.events.common import Reason, ReasonCode, RecordId, RecordRef
 from hub_schema.registry import Payload, event
 
 Side = Literal["pm", "crm"]
-Decision = Literal["mirrored", "skipped", "refused"]
+Decision = Literal["mirrored", "skipped", "refused", "conflict", "parked", "resumed"]
+"""`conflict`: both sides refused (a change, then its revert): the hub stopped sending for it.
+`parked`: the task used up its command budget; nothing is sent until `resumed` (a real edit or a resync)."""
 TaskField = Literal["title", "description", "due_date", "priority", "status", "owner_id"]
 
 
