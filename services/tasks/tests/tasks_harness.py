@@ -73,7 +73,7 @@ class World:
             effective_from=T0, revision=next(self._rev)), key=f"{ORG}:user:{crm_user_id}")
 
     async def project(self, project_id: str, schedule_fixed: bool = False, version: int = 1) -> None:
-        await self.send(pm.PmProjectUpserted(portal_id=PORTAL, id=project_id, name=project_id, owner_id="pu-1",
+        await self.send(pm.PmProjectUpserted(portal_id=PORTAL, id=project_id, name=f"Project {project_id}", owner_id="pu-1",
                                              status="active", progress_percent=0, schedule_fixed=schedule_fixed,
                                              modified_at=T0, version=version), origin="pm", key=f"project:{project_id}")
 
