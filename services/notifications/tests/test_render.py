@@ -99,6 +99,13 @@ def test_records_are_named_and_linked_not_shown_by_id(locale: str) -> None:
     assert "crm-account-2" not in out.text.replace("https://crm.example/accounts/crm-account-2", "")
 
 
+@pytest.mark.parametrize("locale", ["ja", "en"])
+def test_a_record_whose_name_is_unknown_is_not_shown_by_its_id(locale: str) -> None:
+    data = {k: v for k, v in data_ja("invalid").items() if k not in ("record_name", "record_url")}
+    out = render("task_create_refused", locale, data)
+    assert "crm-account-2" not in out.text and "crm-account-2" not in out.html
+
+
 @pytest.mark.parametrize(("locale", "parent_line"), [("ja", "親タスク: 新製品発表"), ("en", "Parent task: 新製品発表")])
 def test_S10_subtask_mail_names_its_parent_task(locale: str, parent_line: str) -> None:
     out = render("subtask_update_failed", locale, data_ja("parent_task_closed"))

@@ -320,7 +320,7 @@ async def refuse_duplicates(ctx: HandlerContext, org: str, request: requests.Req
         "duplicates": [{"email": d.email, "records": [{"id": i, "name": n} for i, n in zip(d.record_ids, d.names)],
                         "existing_client_user_id": d.existing_client_user_id} for d in duplicates],
         # required by the duplicate_client_emails template (hub_schema.events.notifications contract)
-        "email": ", ".join(d.email for d in duplicates), "reason": reason[:2000],
+        "email": ", ".join(d.email for d in duplicates), "reason": reason[:2000], "reason_code": "duplicate_email",
         "contacts": [{"id": i, "name": n} for d in duplicates for i, n in zip(d.record_ids, d.names)],
         # the template tells a user import apart from a project creation (the default)
         "cause": "user_import" if event_type == "hub.users.import" else "project_creation",

@@ -452,7 +452,8 @@ async def on_disable(ctx: HandlerContext, event: Event[requests.IntegrationDisab
     at = now()
     await ctx.emit(SyncStopped(portal_id=p.portal_id, stopped_by=actor.crm_user_id, stopped_at=at),
                    entity_key=f"{org}:integration", origin="hub")
-    await notify(ctx, org, actor, "sync_stopped", optional=True, data={"portal_id": p.portal_id})
+    await notify(ctx, org, actor, "sync_stopped", optional=True,
+                 data={"portal_id": p.portal_id, "stopped_at": at.isoformat(), **await _portal_name(ctx, org, p.portal_id)})
 
 
 @requests_handler("hub.integration.resync")
@@ -550,7 +551,14 @@ async def run_matching(ctx: HandlerContext, org: str, portal_id: str, admin: dom
     await ctx.emit(MatchingCompleted(report=report, requested_by=admin.crm_user_id, projects_linked=linked),
                    entity_key=f"{org}:integration", org_id=org, origin="hub")
     await notify(ctx, org, admin, "matching_report", optional=False,
-                 data={"counts": {"matched": len(matched), "unmatched": len(unmatched)}}, report=report)
+                 data={"counts": {"matched": len(matched), "unmatched": len(unmatched)},
+                       **await _portal_name(ctx, org, portal_id)}, report=report)
+
+
+async def _portal_name(ctx: HandlerContext, org: str, portal_id: str) -> dict[str, str]:
+    """`portal_name` for an e-mail, when the portal is known (people read names, not ids)."""
+    portal = await storage.get_portal(ctx.conn, org, portal_id)
+    return {"portal_name": portal["name"]} if portal is not None else {}
 
 
 async def _match_one(ctx: HandlerContext, org: str, portal_id: str, company_id: str, name: str,
@@ -829,9 +837,14 @@ async def on_create_from_record(ctx: HandlerContext, event: Event[requests.Proje
         await refuse(ctx, event, exc)
         if exc.code == "duplicate_email":
             actor = await storage.get_actor(ctx.conn, event.org_id, event.payload.acting_user_id)
+            record = await storage.get_record(ctx.conn, event.org_id, event.payload.record_type, event.payload.record_id)
+            named = ({"account_name" if record["record_type"] == "account" else "record_name": record["name"]}
+                     if record is not None else {})
             await notify(ctx, event.org_id, actor, "duplicate_client_emails", optional=False,
-                         data={"reason": exc.reason, **exc.details, "record_id": event.payload.record_id,
-                               "project_name": event.payload.name, "cause": "project_creation"})
+                         data={"reason": exc.reason, "reason_code": exc.code, **exc.details,
+                               "record_type": event.payload.record_type, "record_id": event.payload.record_id,
+                               **named, "project_name": event.payload.name, "cause": "project_creation",
+                               "occurred_at": event.envelope.occurred_at.isoformat()})
 
 
 async def _create_from_record(ctx: HandlerContext, event: Event[requests.ProjectCreateFromRecord]) -> None:
