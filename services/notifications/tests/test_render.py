@@ -145,10 +145,12 @@ def test_S22_report_sheets_headers_and_reasons_follow_the_recipients_language() 
         matched=[MatchedClient(client_company_id="cc-1", client_name="アクメ", account_id="acc-1", account_name="アクメ")],
         unmatched=[UnmatchedClient(client_company_id="cc-2", client_name="グローベックス", reason_code="no_match",
                                    reason="no CRM account named Globex")])
-    ja = openpyxl.load_workbook(io.BytesIO(matching_report_xlsx(report, "ja", lambda c: r.reason(c, "ja"))))
+    ja = openpyxl.load_workbook(io.BytesIO(matching_report_xlsx(report, "ja", lambda u: r.reason(u.reason_code, "ja"))))
     assert ja.sheetnames == ["一致", "不一致"]
     assert [c.value for c in ja["不一致"][1]] == ["クライアント会社ID", "クライアント会社名", "理由コード", "理由"]
     assert [c.value for c in ja["不一致"][2]] == ["cc-2", "グローベックス", "no_match", "同じ名前の取引先が CRM にありません。"]
-    en = openpyxl.load_workbook(io.BytesIO(matching_report_xlsx(report, "en", lambda c: r.reason(c, "en"))))
+    en = openpyxl.load_workbook(io.BytesIO(matching_report_xlsx(report, "en", lambda u: r.reason(u.reason_code, "en"))))
     assert en.sheetnames == ["Matched", "Unmatched"]
     assert en["Unmatched"]["D2"].value == "No CRM account has the same name."
+    assert r.reason("ambiguous", "ja", {"account_names": ["Initech", "Initech Inc."]}) == (
+        "同じ名前の取引先が CRM に複数あるため、どれか一つに決められません（Initech、Initech Inc.）。")

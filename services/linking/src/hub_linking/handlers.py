@@ -544,7 +544,8 @@ async def run_matching(ctx: HandlerContext, org: str, portal_id: str, admin: dom
                                          account_id=outcome.account_id or "", account_name=outcome.account_name or ""))
         else:
             unmatched.append(UnmatchedClient(client_company_id=outcome.client_id, client_name=outcome.client_name,
-                                             reason_code=outcome.outcome, reason=outcome.reason))  # type: ignore[arg-type]
+                                             reason_code=outcome.outcome, reason=outcome.reason,  # type: ignore[arg-type]
+                                             account_names=list(outcome.candidates)))
     await storage.mark_matched(conn, org, portal_id)
     report = MatchingReport(portal_id=portal_id, finished_at=now(), matched=matched[:1000], unmatched=unmatched[:1000])
     # Same key as linking.integration.changed: identity must see the enable (matching_pending) before the result.

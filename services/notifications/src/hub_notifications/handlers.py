@@ -89,7 +89,8 @@ def make_router(renderer: Renderer, *, default_locale: str, message_id_domain: s
         attachment = name = None
         if p.matching_report is not None:
             attachment = matching_report_xlsx(p.matching_report, locale,
-                                              lambda code: renderer.reason(code, locale))
+                                              lambda u: renderer.reason(u.reason_code, locale,
+                                                                        {"account_names": u.account_names}))
             name = domain.report_filename(p.matching_report.finished_at.date())
         await storage.insert_delivery(
             ctx.conn, **row, state="pending", subject=rendered.subject, body_text=rendered.text,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import xlsxwriter
 
-from hub_schema.events.notifications import MatchingReport
+from hub_schema.events.notifications import MatchingReport, UnmatchedClient
 
 SHEETS = {"ja": ("一致", "不一致"), "en": ("Matched", "Unmatched")}
 HEADERS = {
@@ -32,8 +32,8 @@ WIDTHS = {"matched": [22, 36, 22, 36], "unmatched": [22, 36, 14, 60]}
 
 
 def matching_report_xlsx(report: MatchingReport, locale: str,
-                         reason_text: Callable[[str], str] | None = None) -> bytes:
-    """The workbook; `reason_text(code)` words an unmatched client's reason in `locale` (else the producer's text)."""
+                         reason_text: Callable[[UnmatchedClient], str] | None = None) -> bytes:
+    """The workbook; `reason_text(client)` words an unmatched client's reason in `locale` (else the producer's text)."""
     buf = io.BytesIO()
     wb = xlsxwriter.Workbook(buf, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
     wb.set_properties({"title": f"Matching report {report.portal_id}", "created": report.finished_at.replace(tzinfo=None)})
@@ -54,6 +54,6 @@ def matching_report_xlsx(report: MatchingReport, locale: str,
 
     sheet(matched_sheet, "matched", [[m.client_company_id, m.client_name, m.account_id, m.account_name] for m in report.matched])
     sheet(unmatched_sheet, "unmatched", [[u.client_company_id, u.client_name, u.reason_code,
-                                          reason_text(u.reason_code) if reason_text else u.reason] for u in report.unmatched])
+                                          reason_text(u) if reason_text else u.reason] for u in report.unmatched])
     wb.close()
     return buf.getvalue()

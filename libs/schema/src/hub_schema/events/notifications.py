@@ -76,6 +76,8 @@ class UnmatchedClient(Part):
     client_name: Name
     reason_code: Literal["no_match", "ambiguous", "error"]
     reason: Reason
+    account_names: Annotated[list[Name], Field(max_length=10)] = Field(default_factory=list)
+    """For `ambiguous`: the accounts the client could be (the report names them in the reader's language)."""
 
 
 class MatchingReport(Part):
