@@ -171,7 +171,7 @@ async def test_S10_reopening_subtask_of_closed_parent_from_crm_is_refused(world:
     assert {k: note.data.get(k) for k in ("task_name", "parent_task_name", "project_name", "record_name", "record_url")} == {
         "task_name": "Sub", "parent_task_name": "Task pt-parent", "project_name": "Project proj-1",
         "record_name": "Big deal", "record_url": "https://crm.example/deals/deal-1"}
-    assert note.data["reason_code"] == "parent_task_closed"
+    assert note.data["reason_code"] == "parent_task_closed" and note.recipient.time_zone == "Europe/Berlin"
     assert note.data["reason_params"]["parent_task_name"] == "Task pt-parent"
     assert datetime.fromisoformat(note.data["occurred_at"]).tzinfo is not None
     revert = (await world.wait_for("crm.task.update"))[-1].payload

@@ -109,6 +109,7 @@ async def publish_access(ctx: HandlerContext, org_id: str, crm_user_id: str, eff
     revision = await storage.next_access_revision(conn, org_id, crm_user_id)
     await ctx.emit(UserAccessChanged(
         crm_user_id=crm_user_id, email=user["email_norm"], name=user["name"], locale=user["locale"],
+        time_zone=user["time_zone"],
         active=user["active"], is_admin=user["is_admin"], portal_id=user["portal_id"],
         portal_user_id=user["portal_user_id"], profile=profile or await _current_profile(conn, org_id),
         effective_from=effective_from, revision=revision,
@@ -180,7 +181,7 @@ async def on_crm_user(ctx: HandlerContext, event: Event[crm.CrmUserUpserted]) ->
     applied = await storage.apply_versioned(
         ctx.conn, "crm_users", {"org_id": org, "crm_user_id": p.id},
         {"email": p.email, "email_norm": normalise_email(p.email), "name": p.name, "locale": p.locale,
-         "active": p.active, "is_admin": p.is_admin, "modified_at": p.modified_at}, p.version)
+         "time_zone": p.time_zone, "active": p.active, "is_admin": p.is_admin, "modified_at": p.modified_at}, p.version)
     if not applied:
         log.info("stale crm user ignored", crm_user_id=p.id, version=p.version)
         return
@@ -329,7 +330,7 @@ async def refuse_duplicates(ctx: HandlerContext, org: str, request: requests.Req
     await ctx.emit(NotificationRequested(
         request_id=notification_id, kind="duplicate_client_emails", optional=False,
         recipient=Recipient(user_id=actor["crm_user_id"], email=actor["email"], name=actor["name"],
-                            locale=actor["locale"]),
+                            locale=actor["locale"], time_zone=actor["time_zone"]),
         data=data,
     ), entity_key=f"{org}:{notification_id}", org_id=org)
 
@@ -416,7 +417,7 @@ async def notify_import_outcome(ctx: HandlerContext, org: str, request: requests
     await ctx.emit(NotificationRequested(
         request_id=notification_id, kind="import_outcome", optional=True,
         recipient=Recipient(user_id=actor["crm_user_id"], email=actor["email"], name=actor["name"],
-                            locale=actor["locale"]),
+                            locale=actor["locale"], time_zone=actor["time_zone"]),
         data=data,
     ), entity_key=f"{org}:{notification_id}", org_id=org)
 

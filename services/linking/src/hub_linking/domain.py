@@ -218,6 +218,7 @@ class Actor:
     email: str | None = None
     name: str | None = None
     locale: str | None = None
+    time_zone: str | None = None
 
 
 def may_change_settings(actor: Actor | None) -> tuple[bool, str, str]:

@@ -106,7 +106,7 @@ async def notify(ctx: HandlerContext, org_id: str, actor: domain.Actor | None, k
     await ctx.emit(NotificationRequested(
         request_id=request_id, kind=kind, optional=optional,  # type: ignore[arg-type]
         recipient=Recipient(user_id=actor.crm_user_id, email=actor.email, name=actor.name,
-                            locale=actor.locale),  # type: ignore[arg-type]
+                            locale=actor.locale, time_zone=actor.time_zone),  # type: ignore[arg-type]
         data=data, matching_report=report),
         entity_key=f"{org_id}:{request_id}", org_id=org_id, origin="hub")
 

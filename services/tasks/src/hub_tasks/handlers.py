@@ -130,7 +130,8 @@ async def refuse(ctx: HandlerContext, *, code: str, reason: str, acting_user_id:
     request_id = uuid.uuid5(ctx.event.event_id, f"notify:{code}:{','.join(fields)}")
     await ctx.emit(NotificationRequested(
         request_id=request_id, kind=notify_kind, optional=False,  # type: ignore[arg-type]
-        recipient=Recipient(user_id=u["crm_user_id"], email=u["email"], name=u["name"], locale=u["locale"]),
+        recipient=Recipient(user_id=u["crm_user_id"], email=u["email"], name=u["name"], locale=u["locale"],
+                            time_zone=u["time_zone"]),
         data=await mail_data(ctx, code=code, reason=reason, title=title, record=record, hub_task_id=hub_task_id,
                              crm_task_id=crm_task_id, pm_task_id=pm_task_id, fields=fields, acting_user=u),
     ), entity_key=f"{org}:{request_id}")

@@ -61,12 +61,13 @@ async def linked_projects(conn: asyncpg.Connection, org_id: str, portal_id: str,
 
 async def upsert_user(conn: asyncpg.Connection, org_id: str, p: Any) -> bool:
     return bool(await conn.fetchval(
-        "INSERT INTO users (org_id, crm_user_id, email, name, locale, active, portal_user_id, permissions, revision) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (org_id, crm_user_id) DO UPDATE SET "
+        "INSERT INTO users (org_id, crm_user_id, email, name, locale, active, portal_user_id, permissions, revision, "
+        "time_zone) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (org_id, crm_user_id) DO UPDATE SET "
         "email = EXCLUDED.email, name = EXCLUDED.name, locale = EXCLUDED.locale, active = EXCLUDED.active, "
-        "portal_user_id = EXCLUDED.portal_user_id, permissions = EXCLUDED.permissions, revision = EXCLUDED.revision "
-        "WHERE users.revision < EXCLUDED.revision RETURNING true",
-        org_id, p.crm_user_id, p.email, p.name, p.locale, p.active, p.portal_user_id, list(p.profile.permissions), p.revision))
+        "portal_user_id = EXCLUDED.portal_user_id, permissions = EXCLUDED.permissions, revision = EXCLUDED.revision, "
+        "time_zone = EXCLUDED.time_zone WHERE users.revision < EXCLUDED.revision RETURNING true",
+        org_id, p.crm_user_id, p.email, p.name, p.locale, p.active, p.portal_user_id, list(p.profile.permissions), p.revision,
+        p.time_zone))
 
 
 async def user(conn: asyncpg.Connection, org_id: str, crm_user_id: str | None) -> Row | None:

@@ -30,6 +30,7 @@ from hub_schema.events.common import (
     RejectionCode,
     TaskStatus,
     Text,
+    TimeZone,
     Url,
     Versioned,
 )
@@ -57,6 +58,7 @@ class CrmUserUpserted(Versioned):
     active: bool
     is_admin: bool
     locale: Locale
+    time_zone: TimeZone | None = None  # IANA name; the hub's e-mails show times in it
 
 
 @event("crm.user.deactivated", topic=topics.CRM_INGEST)

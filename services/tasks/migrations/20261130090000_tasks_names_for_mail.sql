@@ -11,5 +11,9 @@ CREATE TABLE display_names (
     PRIMARY KEY (org_id, kind, id)
 );
 
+-- The CRM user's time zone (from identity.user_access.changed), for the times in those e-mails.
+ALTER TABLE users ADD COLUMN time_zone text;
+
 -- migrate:down
+ALTER TABLE users DROP COLUMN time_zone;
 DROP TABLE display_names;
