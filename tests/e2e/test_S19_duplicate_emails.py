@@ -95,4 +95,8 @@ async def test_S19_importing_users_as_client_users_with_a_taken_address_fails_wh
     [mail] = [m for m in mails if "matching" not in str(m["Subject"]).lower()]
     assert mail["To"].addresses[0].addr_spec == "admin@example.com"
     body = mail.get_body(preferencelist=("plain",)).get_content()
-    assert "eve@example.com" in body.lower() and "u-eve" in body and "cu-eve" in body
+    assert "eve@example.com" in body.lower()
+    # who is concerned and who already holds the address, by name, not by id
+    assert "  - Eve\r\n" in body or "  - Eve\n" in body
+    assert "Client user already using the address: Eve elsewhere" in body
+    assert "u-eve" not in body and "cu-eve" not in body

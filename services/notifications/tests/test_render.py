@@ -106,6 +106,14 @@ def test_a_record_whose_name_is_unknown_is_not_shown_by_its_id(locale: str) -> N
     assert "crm-account-2" not in out.text and "crm-account-2" not in out.html
 
 
+@pytest.mark.parametrize(("locale", "line"), [("ja", "このアドレスを使っている既存のクライアントユーザー: 佐藤"),
+                                              ("en", "Client user already using the address: 佐藤")])
+def test_S18_S19_import_mail_names_who_already_holds_the_address(locale: str, line: str) -> None:
+    out = render("duplicate_client_emails", locale, {**data_ja("duplicate_email"), "cause": "user_import",
+                                                     "taken_by": ["佐藤"]})
+    assert line in out.text
+
+
 @pytest.mark.parametrize(("locale", "parent_line"), [("ja", "親タスク: 新製品発表"), ("en", "Parent task: 新製品発表")])
 def test_S10_subtask_mail_names_its_parent_task(locale: str, parent_line: str) -> None:
     out = render("subtask_update_failed", locale, data_ja("parent_task_closed"))

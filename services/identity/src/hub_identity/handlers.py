@@ -325,6 +325,9 @@ async def refuse_duplicates(ctx: HandlerContext, org: str, request: requests.Req
         "contacts": [{"id": i, "name": n} for d in duplicates for i, n in zip(d.record_ids, d.names)],
         # the template tells a user import apart from a project creation (the default)
         "cause": "user_import" if event_type == "hub.users.import" else "project_creation",
+        # who already holds an address, by name (the mail names people, not ids)
+        "taken_by": await storage.client_user_names(
+            ctx.conn, org, [d.existing_client_user_id for d in duplicates if d.existing_client_user_id]),
     }
     notification_id = domain.notification_request_id(request.request_id, "duplicate_client_emails")
     await ctx.emit(NotificationRequested(
