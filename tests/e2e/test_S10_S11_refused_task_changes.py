@@ -6,6 +6,7 @@ sides agree, and the acting user gets an e-mail naming the task (Japanese by def
 
 from __future__ import annotations
 
+import re
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,17 @@ async def test_S10_reopening_subtask_of_closed_parent_is_refused_and_mailed(hub_
         en = mails_to(stack, "eve@example.com", after=before)
         assert len(ja) == 1 and len(en) == 1, [(m["To"], m["Subject"]) for m in stack.mails()]
         assert ja[0]["Subject"] == "[SyncHub] サブタスク「Prepare slides」を更新できませんでした"
-        assert "親タスク" in text_of(ja[0]) and "Prepare slides" in text_of(ja[0])
+        # each mail names the subtask, its parent task, the project and the account (not their ids), in its language
+        ja_text, en_text = text_of(ja[0]), text_of(en[0])
+        assert "親タスク「Launch」" in ja_text and "Prepare slides" in ja_text and "プロジェクト: Acme rollout" in ja_text
+        assert "取引先: Acme" in ja_text and "理由: 親タスク「Launch」がプロジェクト管理ツールで完了" in ja_text
         assert en[0]["Subject"] == '[SyncHub] Subtask "Book the venue" could not be updated'
-        assert "parent task is closed" in text_of(en[0]) and "Book the venue" in text_of(en[0])
+        assert 'parent task "Launch" is closed' in en_text and "Book the venue" in en_text
+        assert "Parent task: Launch" in en_text and "Account: Acme" in en_text
+        for text in (ja_text, en_text):
+            assert "acc-1" not in text.replace("/sandbox/crm/account/acc-1", "") and "pt-parent" not in text
+            assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:", text), "times are written for people, not ISO"
+        assert "JST" in ja_text and "UTC" in en_text  # Ada (ja) reads Tokyo time, Eve (en) UTC
 
 
 async def test_S11_due_date_change_in_fixed_schedule_project_is_refused_and_mailed(hub_env: HubEnv, tmp_path: Path) -> None:
@@ -131,9 +140,9 @@ async def test_S11_due_date_change_in_fixed_schedule_project_is_refused_and_mail
         en = mails_to(stack, "eve@example.com", after=before)
         assert len(ja) == 1 and len(en) == 1, [(m["To"], m["Subject"]) for m in stack.mails()]
         assert ja[0]["Subject"] == "[SyncHub] タスク「Deliver report」の期日を変更できませんでした"
-        assert "スケジュールが固定" in text_of(ja[0])
+        assert "スケジュールが固定" in text_of(ja[0]) and "プロジェクト「Acme rollout」" in text_of(ja[0])
         assert en[0]["Subject"] == '[SyncHub] The due date of task "Final review" could not be changed'
-        assert "fixed schedule" in text_of(en[0])
+        assert "fixed schedule" in text_of(en[0]) and 'project "Acme rollout"' in text_of(en[0])
 
         # A change that is not a due date still goes through in the same project.
         await admin.crm.update_task(t1["id"], subject="Deliver final report")

@@ -3,6 +3,7 @@ otherwise refused with a reason the CRM side can show (tasks.events) and an e-ma
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,10 @@ async def test_S12_crm_task_becomes_pm_task_only_with_linked_project_and_permiss
         '[SyncHub] Task "Globex intro" could not be created in the project',
     ]
     assert all("eve@example.com" in str(m["To"]) for m in mails)
+    # ... and the account by its name, linked to it, with the reason worded from its code
+    globex = next(m for m in mails if "Globex intro" in str(m["Subject"]))
+    text = globex.get_body(preferencelist=("plain",)).get_content()
+    assert 'Reason: The account "Globex" has no linked project in the project-management tool.' in text
+    assert "Account: Globex  http://" in text and "/sandbox/crm/account/acc-2" in text
+    html = globex.get_body(preferencelist=("html",)).get_content()
+    assert re.search(r'<a href="http://[^"]+/sandbox/crm/account/acc-2">Globex</a>', html)

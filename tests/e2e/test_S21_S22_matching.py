@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import openpyxl
@@ -64,7 +65,10 @@ async def test_S21_S22_matching_links_clients_projects_and_mails_an_xlsx_report(
     assert sorted(matched) == [("cc-1", "ACME", "a-1", "Acme Corp"), ("cc-2", "Globex", "a-2", "Globex Ltd")]
     unmatched = {r[0]: r for r in book["Unmatched"].iter_rows(min_row=2, values_only=True)}
     assert sorted(unmatched) == ["cc-3", "cc-4"]
-    assert unmatched["cc-3"][2] == "ambiguous" and "a-3" in unmatched["cc-3"][3] and "a-4" in unmatched["cc-3"][3]
-    assert unmatched["cc-4"][2] == "no_match" and "Umbrella" in unmatched["cc-4"][3]
+    # the reason as a sentence from its code, naming the accounts an ambiguous client could be
+    assert unmatched["cc-3"][2:] == ("ambiguous", "Several CRM accounts have the same name (Initech, Initech Inc.), so none was chosen.")
+    assert unmatched["cc-4"][2:] == ("no_match", "No CRM account has the same name.")
     body = mail.get_body(preferencelist=("plain",)).get_content()
     assert "Matched: 2" in body and "Unmatched: 2" in body
+    assert 'the portal "Portal"' in body  # the portal by its name
+    assert re.search(r"Finished at: \w+ \d{1,2}, \d{4}, \d{1,2}:\d\d:\d\d\s[AP]M UTC", body), body

@@ -3,6 +3,7 @@ re-enabling the same portal does not resync, an explicit resync reconciles both 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,10 @@ async def test_S7_disable_hides_links_stops_sync_and_only_explicit_resync_reconc
         # The admin is told that sync stopped.
         mails = await stack.wait_for_mails(2)  # the enable's matching report, then this one
         assert any(m["Subject"] == "[SyncHub] 同期が停止しました" for m in mails), [m["Subject"] for m in mails]
+        stopped = next(m for m in mails if m["Subject"] == "[SyncHub] 同期が停止しました")
+        text = stopped.get_body(preferencelist=("plain",)).get_content()
+        assert "ポータル「Portal」" in text  # by its name, and the time in Tokyo time, written for people:
+        assert re.search(r"停止日時: \d{4}年\d{1,2}月\d{1,2}日 \d{1,2}:\d\d:\d\d JST", text), text
 
         # Task sync stops, both ways.
         await admin.pm.update_task("pt-1", title="Install v2")

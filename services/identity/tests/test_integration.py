@@ -36,9 +36,9 @@ def ev(payload: Any, key: str, origin: str = "crm") -> Any:
 
 
 def crm_user(uid: str, email: str, *, version: int = 1, admin: bool = False, name: str | None = None,
-             active: bool = True, locale: str = "en") -> Any:
+             active: bool = True, locale: str = "en", time_zone: str | None = None) -> Any:
     return ev(crm.CrmUserUpserted(id=uid, email=email, name=name or uid, active=active, is_admin=admin,
-                                  locale=locale, version=version, modified_at=T0 + timedelta(seconds=version)),
+                                  locale=locale, time_zone=time_zone, version=version, modified_at=T0 + timedelta(seconds=version)),
               f"user:{uid}")
 
 
@@ -94,8 +94,8 @@ async def enable(env: HubEnv, probe: KafkaProbe, revision: int = 1) -> None:
     await wait_db(env, "SELECT true FROM orgs WHERE org_id = $1 AND state = 'enabled' AND portal_id = $2", ORG, PORTAL)
 
 
-async def admin_ready(env: HubEnv, probe: KafkaProbe, out: Out, locale: str = "en") -> None:
-    await probe.send(crm_user("u-admin", "Admin@Org.example", admin=True, name="Admin", locale=locale))
+async def admin_ready(env: HubEnv, probe: KafkaProbe, out: Out, locale: str = "en", time_zone: str | None = None) -> None:
+    await probe.send(crm_user("u-admin", "Admin@Org.example", admin=True, name="Admin", locale=locale, time_zone=time_zone))
     await out.wait(lambda o: bool(o.payloads("identity.user_access.changed", crm_user_id="u-admin")))
 
 
@@ -240,7 +240,7 @@ async def test_S19_client_user_import_with_shared_email_refused_with_notificatio
         hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
     service, out = await start(hub_env, kafka_probe)
     async with running(service):
-        await admin_ready(hub_env, kafka_probe, out, locale="ja")
+        await admin_ready(hub_env, kafka_probe, out, locale="ja", time_zone="Europe/Berlin")
         await enable(hub_env, kafka_probe)
         for uid, email in (("u-5", "Sato@Shared.example"), ("u-6", "sato@shared.example"), ("u-7", "yuki@org.example")):
             await kafka_probe.send(crm_user(uid, email, name=f"Name {uid}"))
@@ -257,6 +257,8 @@ async def test_S19_client_user_import_with_shared_email_refused_with_notificatio
     note = out.payloads("notification.requested")[0]
     assert note.kind == "duplicate_client_emails" and note.optional is False
     assert (note.recipient.user_id, note.recipient.email, note.recipient.locale) == ("u-admin", "Admin@Org.example", "ja")
+    assert note.recipient.time_zone == "Europe/Berlin", "the CRM user's own time zone, for the times in the mail"
+    assert out.payloads("identity.user_access.changed", crm_user_id="u-admin")[-1].time_zone == "Europe/Berlin"
     assert note.data["duplicates"][0]["email"] == "sato@shared.example"
     assert note.data["cause"] == "user_import"
     assert [r["id"] for r in note.data["duplicates"][0]["records"]] == ["u-5", "u-6"]

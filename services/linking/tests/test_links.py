@@ -200,6 +200,10 @@ async def test_S19_duplicate_contact_emails_refuse_the_whole_creation(linking: H
     assert "shared@acme.example" in refusal.payload.reason and "con-1" in refusal.payload.reason and "con-2" in refusal.payload.reason
     note = await linking.one("notification.requested", lambda e: e.payload.kind == "duplicate_client_emails")
     assert note.payload.recipient.email == "u-admin@example.com"
+    assert note.payload.recipient.time_zone == "America/New_York"  # the user's own, for the times in the mail
+    # the mail names the account and the contacts, and carries the reason as a code (worded in the reader's language)
+    assert (note.payload.data["account_name"], note.payload.data["reason_code"]) == ("Acme", "duplicate_email")
+    assert {c["name"] for c in note.payload.data["contacts"]} == {"Sato", "Suzuki"}
     evs = await linking.quiet()
     assert not linking.of("pm.project.create", evs), "nothing is half-created"
 

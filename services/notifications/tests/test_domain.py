@@ -119,5 +119,6 @@ def test_S19_duplicate_emails_mail_reads_right_for_a_user_import_and_for_a_proje
     assert project_words in project.text and import_words not in project.text
     assert import_words in imported.text and project_words not in imported.text
     assert import_words in imported.html
-    assert "Eve (ID: u-eve)" in imported.text and "eve@example.com" in imported.subject
+    assert "  - Eve\n" in imported.text and "u-eve" not in imported.text  # people by name, not id
+    assert "eve@example.com" in imported.subject
     assert imported.subject != project.subject

@@ -65,15 +65,17 @@ class World:
                                             record=RecordRef(record_type=record_type, record_id=record_id),  # type: ignore[arg-type]
                                             linked=linked, revision=next(self._rev)), key=f"{ORG}:link")
 
-    async def user(self, crm_user_id: str, portal_user_id: str | None, permissions: list[str], active: bool = True) -> None:
+    async def user(self, crm_user_id: str, portal_user_id: str | None, permissions: list[str], active: bool = True,
+                   time_zone: str | None = None) -> None:
         await self.send(identity.UserAccessChanged(
             crm_user_id=crm_user_id, email=f"{crm_user_id}@example.com", name=f"User {crm_user_id}", locale="ja",
+            time_zone=time_zone,
             active=active, is_admin=False, portal_id=PORTAL, portal_user_id=portal_user_id,
             profile=PermissionProfile(role="employee", permissions=permissions),  # type: ignore[arg-type]
             effective_from=T0, revision=next(self._rev)), key=f"{ORG}:user:{crm_user_id}")
 
     async def project(self, project_id: str, schedule_fixed: bool = False, version: int = 1) -> None:
-        await self.send(pm.PmProjectUpserted(portal_id=PORTAL, id=project_id, name=project_id, owner_id="pu-1",
+        await self.send(pm.PmProjectUpserted(portal_id=PORTAL, id=project_id, name=f"Project {project_id}", owner_id="pu-1",
                                              status="active", progress_percent=0, schedule_fixed=schedule_fixed,
                                              modified_at=T0, version=version), origin="pm", key=f"project:{project_id}")
 
@@ -82,7 +84,7 @@ class World:
         await self.enable()
         await self.project("proj-1", schedule_fixed=schedule_fixed)
         await self.link("proj-1", "deal", "deal-1")
-        await self.user("u-1", "pu-1", ["add_task"])
+        await self.user("u-1", "pu-1", ["add_task"], time_zone="Europe/Berlin")
         await self.user("u-2", "pu-2", ["associate_project"])
         await self.processed()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tasks_harness import ORG, World
+from datetime import datetime
+
+from tasks_harness import ORG, World, at
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +151,12 @@ async def test_S12_refused_when_record_has_no_linked_project(world: World) -> No
 
 
 async def test_S10_reopening_subtask_of_closed_parent_from_crm_is_refused(world: World) -> None:
+    from hub_schema.events.crm import CrmDealUpserted
+
     await world.standard_setup()
+    await world.send(CrmDealUpserted(id="deal-1", name="Big deal", account_id=None, stage="Won", won=False,
+                                     url="https://crm.example/deals/deal-1", modified_at=at(0), version=1),
+                     origin="crm", key="deal:deal-1")
     await world.pm_task("pt-parent", 0, add_to_crm=False, status="closed")
     await world.pm_task("pt-a", 1, title="Sub", parent_task_id="pt-parent", status="closed")
     create = (await world.wait_for("crm.task.create"))[-1]
@@ -160,6 +167,13 @@ async def test_S10_reopening_subtask_of_closed_parent_from_crm_is_refused(world:
     assert refused.reason_code == "parent_task_closed" and refused.fields == ["status"]
     note = (await world.wait_for("notification.requested"))[0].payload
     assert note.kind == "subtask_update_failed" and note.recipient.user_id == "u-1" and note.recipient.locale == "ja"
+    # the mail names things (the parent task, the project, the record with its link) and carries the reason as a code
+    assert {k: note.data.get(k) for k in ("task_name", "parent_task_name", "project_name", "record_name", "record_url")} == {
+        "task_name": "Sub", "parent_task_name": "Task pt-parent", "project_name": "Project proj-1",
+        "record_name": "Big deal", "record_url": "https://crm.example/deals/deal-1"}
+    assert note.data["reason_code"] == "parent_task_closed" and note.recipient.time_zone == "Europe/Berlin"
+    assert note.data["reason_params"]["parent_task_name"] == "Task pt-parent"
+    assert datetime.fromisoformat(note.data["occurred_at"]).tzinfo is not None
     revert = (await world.wait_for("crm.task.update"))[-1].payload
     assert {c.field: c.value for c in revert.changes} == {"status": "closed"}, "the CRM is set back to closed"
     assert not world.of("pm.task.update")

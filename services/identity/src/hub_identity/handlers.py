@@ -112,6 +112,7 @@ async def publish_access(ctx: HandlerContext, org_id: str, crm_user_id: str, eff
     revision = await storage.next_access_revision(conn, org_id, crm_user_id)
     await ctx.emit(UserAccessChanged(
         crm_user_id=crm_user_id, email=user["email_norm"], name=user["name"], locale=user["locale"],
+        time_zone=user["time_zone"],
         active=user["active"], is_admin=user["is_admin"], portal_id=user["portal_id"],
         portal_user_id=user["portal_user_id"], profile=profile or await _current_profile(conn, org_id),
         effective_from=effective_from, revision=revision,
@@ -183,7 +184,7 @@ async def on_crm_user(ctx: HandlerContext, event: Event[crm.CrmUserUpserted]) ->
     applied = await storage.apply_versioned(
         ctx.conn, "crm_users", {"org_id": org, "crm_user_id": p.id},
         {"email": p.email, "email_norm": normalise_email(p.email), "name": p.name, "locale": p.locale,
-         "active": p.active, "is_admin": p.is_admin, "modified_at": p.modified_at}, p.version)
+         "time_zone": p.time_zone, "active": p.active, "is_admin": p.is_admin, "modified_at": p.modified_at}, p.version)
     if not applied:
         log.info("stale crm user ignored", crm_user_id=p.id, version=p.version)
         return
@@ -341,16 +342,19 @@ async def refuse_duplicates(ctx: HandlerContext, org: str, request: requests.Req
         "duplicates": [{"email": d.email, "records": [{"id": i, "name": n} for i, n in zip(d.record_ids, d.names)],
                         "existing_client_user_id": d.existing_client_user_id} for d in duplicates],
         # required by the duplicate_client_emails template (hub_schema.events.notifications contract)
-        "email": ", ".join(d.email for d in duplicates), "reason": reason[:2000],
+        "email": ", ".join(d.email for d in duplicates), "reason": reason[:2000], "reason_code": "duplicate_email",
         "contacts": [{"id": i, "name": n} for d in duplicates for i, n in zip(d.record_ids, d.names)],
         # the template tells a user import apart from a project creation (the default)
         "cause": "user_import" if event_type == "hub.users.import" else "project_creation",
+        # who already holds an address, by name (the mail names people, not ids)
+        "taken_by": await storage.client_user_names(
+            ctx.conn, org, [d.existing_client_user_id for d in duplicates if d.existing_client_user_id]),
     }
     notification_id = domain.notification_request_id(request.request_id, "duplicate_client_emails")
     await ctx.emit(NotificationRequested(
         request_id=notification_id, kind="duplicate_client_emails", optional=False,
         recipient=Recipient(user_id=actor["crm_user_id"], email=actor["email"], name=actor["name"],
-                            locale=actor["locale"]),
+                            locale=actor["locale"], time_zone=actor["time_zone"]),
         data=data,
     ), entity_key=f"{org}:{notification_id}", org_id=org)
 
@@ -437,7 +441,7 @@ async def notify_import_outcome(ctx: HandlerContext, org: str, request: requests
     await ctx.emit(NotificationRequested(
         request_id=notification_id, kind="import_outcome", optional=True,
         recipient=Recipient(user_id=actor["crm_user_id"], email=actor["email"], name=actor["name"],
-                            locale=actor["locale"]),
+                            locale=actor["locale"], time_zone=actor["time_zone"]),
         data=data,
     ), entity_key=f"{org}:{notification_id}", org_id=org)
 

@@ -236,3 +236,12 @@ async def pending_for(conn: asyncpg.Connection, org_id: str, command_type: str, 
     return await conn.fetchrow(
         "SELECT * FROM pending_commands WHERE org_id = $1 AND command_type = $2 AND subject_id = $3 LIMIT 1",
         org_id, command_type, subject_id)
+
+
+async def client_user_names(conn: asyncpg.Connection, org_id: str, ids: list[str]) -> list[str]:
+    """The names (else e-mail addresses) of these client users, in the order given."""
+    if not ids:
+        return []
+    rows = {r["id"]: r["name"] or r["email"] or r["id"] for r in await conn.fetch(
+        "SELECT id, name, email FROM client_users WHERE org_id = $1 AND id = ANY($2::text[])", org_id, ids)}
+    return [rows[i] for i in ids if i in rows]

@@ -218,6 +218,7 @@ class Actor:
     email: str | None = None
     name: str | None = None
     locale: str | None = None
+    time_zone: str | None = None
 
 
 def may_change_settings(actor: Actor | None) -> tuple[bool, str, str]:
@@ -293,6 +294,7 @@ class MatchResult:
     account_id: str | None = None
     account_name: str | None = None
     reason: str = ""
+    candidates: tuple[str, ...] = ()  # ambiguous: the names of the accounts it could be
 
 
 def match_client(client_id: str, client_name: str, accounts_by_norm: Mapping[str, list[tuple[str, str]]]) -> MatchResult:
@@ -304,7 +306,8 @@ def match_client(client_id: str, client_name: str, accounts_by_norm: Mapping[str
         return MatchResult(client_id, client_name, "no_match", reason=f"no CRM account named like {client_name!r}")
     if len(found) > 1:
         names = ", ".join(f"{n} ({i})" for i, n in found[:10])
-        return MatchResult(client_id, client_name, "ambiguous", reason=f"{len(found)} accounts match: {names}")
+        return MatchResult(client_id, client_name, "ambiguous", reason=f"{len(found)} accounts match: {names}",
+                           candidates=tuple(n for _, n in found[:10]))
     account_id, account_name = found[0]
     return MatchResult(client_id, client_name, "matched", account_id=account_id, account_name=account_name)
 

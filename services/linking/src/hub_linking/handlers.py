@@ -115,7 +115,7 @@ async def notify(ctx: HandlerContext, org_id: str, actor: domain.Actor | None, k
     await ctx.emit(NotificationRequested(
         request_id=request_id, kind=kind, optional=optional,  # type: ignore[arg-type]
         recipient=Recipient(user_id=actor.crm_user_id, email=actor.email, name=actor.name,
-                            locale=actor.locale),  # type: ignore[arg-type]
+                            locale=actor.locale, time_zone=actor.time_zone),  # type: ignore[arg-type]
         data=data, matching_report=report),
         entity_key=f"{org_id}:{request_id}", org_id=org_id, origin="hub")
 
@@ -466,7 +466,8 @@ async def on_disable(ctx: HandlerContext, event: Event[requests.IntegrationDisab
     at = now()
     await ctx.emit(SyncStopped(portal_id=p.portal_id, stopped_by=actor.crm_user_id, stopped_at=at),
                    entity_key=f"{org}:integration", origin="hub")
-    await notify(ctx, org, actor, "sync_stopped", optional=True, data={"portal_id": p.portal_id})
+    await notify(ctx, org, actor, "sync_stopped", optional=True,
+                 data={"portal_id": p.portal_id, "stopped_at": at.isoformat(), **await _portal_name(ctx, org, p.portal_id)})
 
 
 @requests_handler("hub.integration.resync")
@@ -555,7 +556,8 @@ async def run_matching(ctx: HandlerContext, org: str, portal_id: str, admin: dom
                                          account_id=outcome.account_id or "", account_name=outcome.account_name or ""))
         else:
             unmatched.append(UnmatchedClient(client_company_id=outcome.client_id, client_name=outcome.client_name,
-                                             reason_code=outcome.outcome, reason=outcome.reason))  # type: ignore[arg-type]
+                                             reason_code=outcome.outcome, reason=outcome.reason,  # type: ignore[arg-type]
+                                             account_names=list(outcome.candidates)))
     await storage.mark_matched(conn, org, portal_id)
     # The report goes by reference: its rows in pages cut to fit a message, then the counts (issue 15).
     cut = domain.report_pages(matched, unmatched)
@@ -569,8 +571,14 @@ async def run_matching(ctx: HandlerContext, org: str, portal_id: str, admin: dom
     await ctx.emit(MatchingCompleted(report=report, requested_by=admin.crm_user_id, projects_linked=linked),
                    entity_key=f"{org}:integration", org_id=org, origin="hub")
     await notify(ctx, org, admin, "matching_report", optional=False,
-                 data={"counts": {"matched": len(matched), "unmatched": len(unmatched)}}, report=report,
-                 report_pages=pages)
+                 data={"counts": {"matched": len(matched), "unmatched": len(unmatched)},
+                       **await _portal_name(ctx, org, portal_id)}, report=report, report_pages=pages)
+
+
+async def _portal_name(ctx: HandlerContext, org: str, portal_id: str) -> dict[str, str]:
+    """`portal_name` for an e-mail, when the portal is known (people read names, not ids)."""
+    portal = await storage.get_portal(ctx.conn, org, portal_id)
+    return {"portal_name": portal["name"]} if portal is not None else {}
 
 
 async def _match_one(ctx: HandlerContext, org: str, portal_id: str, company_id: str, name: str,
@@ -848,9 +856,14 @@ async def on_create_from_record(ctx: HandlerContext, event: Event[requests.Proje
         await refuse(ctx, event, exc)
         if exc.code == "duplicate_email":
             actor = await storage.get_actor(ctx.conn, event.org_id, event.payload.acting_user_id)
+            record = await storage.get_record(ctx.conn, event.org_id, event.payload.record_type, event.payload.record_id)
+            named = ({"account_name" if record["record_type"] == "account" else "record_name": record["name"]}
+                     if record is not None else {})
             await notify(ctx, event.org_id, actor, "duplicate_client_emails", optional=False,
-                         data={"reason": exc.reason, **exc.details, "record_id": event.payload.record_id,
-                               "project_name": event.payload.name, "cause": "project_creation"})
+                         data={"reason": exc.reason, "reason_code": exc.code, **exc.details,
+                               "record_type": event.payload.record_type, "record_id": event.payload.record_id,
+                               **named, "project_name": event.payload.name, "cause": "project_creation",
+                               "occurred_at": event.envelope.occurred_at.isoformat()})
 
 
 async def _create_from_record(ctx: HandlerContext, event: Event[requests.ProjectCreateFromRecord]) -> None:

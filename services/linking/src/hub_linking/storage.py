@@ -65,7 +65,7 @@ async def mark_matched(conn: asyncpg.Connection, org_id: str, portal_id: str) ->
 async def upsert_user(conn: asyncpg.Connection, org_id: str, p: Any) -> bool:
     return await upsert_versioned(
         conn, "users", {"org_id": org_id, "crm_user_id": p.crm_user_id},
-        {"email": p.email, "name": p.name, "locale": p.locale, "active": p.active, "is_admin": p.is_admin,
+        {"email": p.email, "name": p.name, "locale": p.locale, "time_zone": p.time_zone, "active": p.active, "is_admin": p.is_admin,
          "portal_id": p.portal_id, "portal_user_id": p.portal_user_id, "role": p.profile.role,
          "permissions": list(p.profile.permissions)},
         p.revision, version_col="revision")
@@ -77,7 +77,7 @@ async def get_actor(conn: asyncpg.Connection, org_id: str, crm_user_id: str) -> 
         return None
     return Actor(crm_user_id=row["crm_user_id"], active=row["active"], is_admin=row["is_admin"],
                  permissions=frozenset(row["permissions"]), portal_user_id=row["portal_user_id"],
-                 email=row["email"], name=row["name"], locale=row["locale"])
+                 email=row["email"], name=row["name"], locale=row["locale"], time_zone=row["time_zone"])
 
 
 # --- CRM records ---------------------------------------------------------------------------------

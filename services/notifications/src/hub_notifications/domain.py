@@ -1,8 +1,8 @@
 """Pure rules of the notification service (no I/O), unit-tested in tests/test_domain.py.
 
 - Which kinds a person may turn off: only reports and outcomes
-  (`OPTIONAL_KINDS`); a failure the person must act on (S10, S11, S12, S19,
-  project creation, enabling refused) is always sent, whatever the request's
+  (`OPTIONAL_KINDS`); a failure the person must act on (S10, S11, S12 refused
+  task changes, S19 duplicate e-mails) is always sent, whatever the request's
   `optional` flag or the stored preferences say.
 - One e-mail per request: the Message-ID is derived from the request id, so
   every (re)send of a request carries the same Message-ID and a mail client or

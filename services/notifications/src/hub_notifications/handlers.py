@@ -100,7 +100,9 @@ def make_router(renderer: Renderer, *, default_locale: str, message_id_domain: s
             raise PermanentError(str(exc), "invalid_template_data") from None
         attachment = name = None
         if report is not None:
-            attachment = matching_report_xlsx(report, locale)
+            attachment = matching_report_xlsx(report, locale,
+                                              lambda u: renderer.reason(u.reason_code, locale,
+                                                                        {"account_names": u.account_names}))
             name = domain.report_filename(report.finished_at.date())
         await storage.insert_delivery(
             ctx.conn, **row, state="pending", subject=rendered.subject, body_text=rendered.text,

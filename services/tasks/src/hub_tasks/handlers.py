@@ -87,6 +87,7 @@ async def on_user_access(ctx: HandlerContext, event: Event[identity.UserAccessCh
 async def on_project(ctx: HandlerContext, event: Event[pm.PmProjectUpserted]) -> None:
     p = event.payload
     await storage.upsert_project(ctx.conn, event.org_id, p.id, p.portal_id, p.schedule_fixed, p.version)
+    await storage.save_display_name(ctx.conn, event.org_id, "project", p.id, p.name, None, p.version)
 
 
 @router.on("pm.project.deleted")
@@ -150,14 +151,29 @@ async def refuse(ctx: HandlerContext, *, code: str, reason: str, acting_user_id:
     request_id = uuid.uuid5(ctx.event.event_id, f"notify:{code}:{','.join(fields)}")
     await ctx.emit(NotificationRequested(
         request_id=request_id, kind=notify_kind, optional=False,  # type: ignore[arg-type]
-        recipient=Recipient(user_id=u["crm_user_id"], email=u["email"], name=u["name"], locale=u["locale"]),
-        # `task_name` (+ task_id, record_*) is what the notification templates read (hub_schema notifications.py).
-        data={"reason_code": code, "reason": reason, "crm_task_id": crm_task_id, "pm_task_id": pm_task_id,
-              "task_title": title, "task_name": title or crm_task_id or pm_task_id or "-",
-              "task_id": crm_task_id or pm_task_id,
-              **({"record_type": record.record_type, "record_id": record.record_id} if record else {}),
-              "fields": list(fields)},
+        recipient=Recipient(user_id=u["crm_user_id"], email=u["email"], name=u["name"], locale=u["locale"],
+                            time_zone=u["time_zone"]),
+        data=await mail_data(ctx, code=code, reason=reason, title=title, record=record, hub_task_id=hub_task_id,
+                             crm_task_id=crm_task_id, pm_task_id=pm_task_id, fields=fields, acting_user=u),
     ), entity_key=f"{org}:{request_id}")
+
+
+async def mail_data(ctx: HandlerContext, *, code: str, reason: str, title: str | None, record: RecordRef | None,
+                    hub_task_id: uuid.UUID | None, crm_task_id: str | None, pm_task_id: str | None,
+                    fields: list[str] | tuple[str, ...], acting_user: dict[str, Any]) -> dict[str, Any]:
+    """What the refusal e-mail says (hub_schema notifications.py): names, not ids; the reason as a code and the
+    names it mentions, so the mail is worded in the reader's language; when it happened."""
+    names = await storage.names_for_mail(ctx.conn, ctx.event.org_id, record_type=record.record_type if record else None,
+                                         record_id=record.record_id if record else None, hub_task_id=hub_task_id,
+                                         pm_task_id=pm_task_id)
+    user_state = "inactive" if not acting_user["active"] else "not_allowed"
+    params = {k: v for k, v in {**names, "record_type": record.record_type if record else None,
+                                "user_name": acting_user["name"], "user_state": user_state}.items()
+              if v is not None and k != "record_url"}
+    return {"reason_code": code, "reason_params": params, "reason": reason, "crm_task_id": crm_task_id,
+            "pm_task_id": pm_task_id, "task_name": title or "-", "task_id": crm_task_id or pm_task_id,
+            **({"record_type": record.record_type, "record_id": record.record_id} if record else {}),
+            **names, "occurred_at": ctx.event.envelope.occurred_at.isoformat(), "fields": list(fields)}
 
 
 async def pm_values(ctx: HandlerContext, p: pm.PmTaskUpserted, known_owner: tuple[str | None] | None = None) -> dict[str, Any]:
@@ -701,3 +717,22 @@ async def on_resync(ctx: HandlerContext, event: Event[linking.ResyncRequested]) 
             if (r["record_type"], r["record_id"]) not in mapped:
                 await mirror_pm_task_to_record(ctx, snap, dict(snap["fields"]), r, "resync",
                                                f"resync: PM task not yet mirrored, created on {r['record_type']} {r['record_id']}")
+
+
+# --- names the e-mails use ------------------------------------------------------------------
+
+
+@router.on("crm.account.upserted", "crm.deal.upserted")
+async def on_named_record(ctx: HandlerContext, event: Event[Any]) -> None:
+    """Records by name (and link) in refusal e-mails, never by id."""
+    p = event.payload
+    record_type = event.event_type.split(".")[1]
+    await storage.save_display_name(ctx.conn, event.org_id, record_type, p.id, p.name, p.url, p.version)
+
+
+@router.on("crm.contact.upserted", "crm.lead.upserted")
+async def on_named_person(ctx: HandlerContext, event: Event[Any]) -> None:
+    p = event.payload
+    record_type = event.event_type.split(".")[1]
+    name = " ".join(n for n in (p.first_name, p.last_name) if n)
+    await storage.save_display_name(ctx.conn, event.org_id, record_type, p.id, name, p.url, p.version)

@@ -61,12 +61,13 @@ async def linked_projects(conn: asyncpg.Connection, org_id: str, portal_id: str,
 
 async def upsert_user(conn: asyncpg.Connection, org_id: str, p: Any) -> bool:
     return bool(await conn.fetchval(
-        "INSERT INTO users (org_id, crm_user_id, email, name, locale, active, portal_user_id, permissions, revision) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (org_id, crm_user_id) DO UPDATE SET "
+        "INSERT INTO users (org_id, crm_user_id, email, name, locale, active, portal_user_id, permissions, revision, "
+        "time_zone) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (org_id, crm_user_id) DO UPDATE SET "
         "email = EXCLUDED.email, name = EXCLUDED.name, locale = EXCLUDED.locale, active = EXCLUDED.active, "
-        "portal_user_id = EXCLUDED.portal_user_id, permissions = EXCLUDED.permissions, revision = EXCLUDED.revision "
-        "WHERE users.revision < EXCLUDED.revision RETURNING true",
-        org_id, p.crm_user_id, p.email, p.name, p.locale, p.active, p.portal_user_id, list(p.profile.permissions), p.revision))
+        "portal_user_id = EXCLUDED.portal_user_id, permissions = EXCLUDED.permissions, revision = EXCLUDED.revision, "
+        "time_zone = EXCLUDED.time_zone WHERE users.revision < EXCLUDED.revision RETURNING true",
+        org_id, p.crm_user_id, p.email, p.name, p.locale, p.active, p.portal_user_id, list(p.profile.permissions), p.revision,
+        p.time_zone))
 
 
 async def user(conn: asyncpg.Connection, org_id: str, crm_user_id: str | None) -> Row | None:
@@ -93,6 +94,34 @@ async def upsert_project(conn: asyncpg.Connection, org_id: str, project_id: str,
 
 async def project(conn: asyncpg.Connection, org_id: str, project_id: str) -> Row | None:
     return _row(await conn.fetchrow("SELECT * FROM projects WHERE org_id = $1 AND project_id = $2", org_id, project_id))
+
+
+# --- names for e-mails ----------------------------------------------------------------
+
+
+async def save_display_name(conn: asyncpg.Connection, org_id: str, kind: str, id_: str, name: str, url: str | None,
+                            version: int) -> None:
+    await conn.execute(
+        "INSERT INTO display_names (org_id, kind, id, name, url, version) VALUES ($1, $2, $3, $4, $5, $6) "
+        "ON CONFLICT (org_id, kind, id) DO UPDATE SET name = EXCLUDED.name, url = EXCLUDED.url, version = EXCLUDED.version "
+        "WHERE display_names.version < EXCLUDED.version",
+        org_id, kind, id_, name, url, version)
+
+
+async def names_for_mail(conn: asyncpg.Connection, org_id: str, *, record_type: str | None, record_id: str | None,
+                         hub_task_id: uuid.UUID | None, pm_task_id: str | None) -> Row:
+    """record_name/record_url, project_name and parent_task_name of a refused task, as far as they are known."""
+    row = await conn.fetchrow(
+        "SELECT r.name AS record_name, r.url AS record_url, p.name AS project_name, "
+        "       parent.fields->>'title' AS parent_task_name "
+        "FROM (SELECT 1) one "
+        "LEFT JOIN display_names r ON r.org_id = $1 AND r.kind = $2 AND r.id = $3 "
+        "LEFT JOIN task_mappings m ON m.hub_task_id = $4 "
+        "LEFT JOIN pm_tasks t ON t.org_id = $1 AND t.task_id = coalesce($5, m.pm_task_id) "
+        "LEFT JOIN display_names p ON p.org_id = $1 AND p.kind = 'project' AND p.id = coalesce(m.project_id, t.project_id) "
+        "LEFT JOIN pm_tasks parent ON parent.org_id = $1 AND parent.task_id = t.parent_task_id",
+        org_id, record_type, record_id, hub_task_id, pm_task_id)
+    return {k: v for k, v in dict(row).items() if v is not None} if row else {}
 
 
 # --- upstream task snapshots -----------------------------------------------------

@@ -71,17 +71,44 @@ def start_services(state_dir: Path, info: dict[str, Any], timeout: float = 120.0
     return started
 
 
-def print_summary(info: dict[str, Any], services: dict[str, dict[str, Any]], elapsed: float) -> None:
+def _admin_token_line() -> str:
+    """Where to find the token that guards linking's key-issuing endpoint (POST /api/v1/service-keys)."""
+    hint = getattr(stack, "admin_token_hint", None) or globals().get("admin_token_hint")
+    if callable(hint):
+        return f"Linking admin token: {hint()}"
+    if os.environ.get("HUB_LINKING_ADMIN_TOKEN"):
+        return "Linking admin token: the value of HUB_LINKING_ADMIN_TOKEN in this shell"
+    return ("Linking admin token: local-linking-admin-token (the built-in local default; "
+            "set HUB_LINKING_ADMIN_TOKEN before `make up` to choose another)")
+
+
+def summary_lines(info: dict[str, Any], services: dict[str, dict[str, Any]]) -> list[str]:
+    """The table `make up` prints: one row per server and service, columns aligned whatever the names."""
     kafka, pg, smtp = info["kafka"], info["postgres"], info["smtp"]
-    print(f"\nsynchub is up ({elapsed:.1f}s)\n")
-    print(f"  Kafka bootstrap   {kafka['bootstrap_servers']}   (log {kafka['log']})")
-    print(f"  PostgreSQL        {pg['admin_dsn'].rsplit('/', 1)[0]}/{info['database']}   (log {pg['log']})")
-    print(f"  Mailbox (.eml)    {smtp['maildir']}   (SMTP sink on {smtp['host']}:{smtp['port']})")
+    rows: list[tuple[str, str, str]] = [
+        ("Kafka bootstrap", kafka["bootstrap_servers"], f"log {kafka['log']}"),
+        ("PostgreSQL", f"{pg['admin_dsn'].rsplit('/', 1)[0]}/{info['database']}", f"log {pg['log']}"),
+        ("Mailbox (.eml)", smtp["maildir"], f"SMTP sink on {smtp['host']}:{smtp['port']}"),
+    ]
     for name, rec in services.items():
         role = "sandbox CRM+PM" if name == "sandbox" else f"{name} service"
-        print(f"  {role:<17} http://127.0.0.1:{rec['port']}  (/readyz /metrics)   log {rec['log']}")
+        rows.append((role, f"http://127.0.0.1:{rec['port']}", f"log {rec['log']}  (/readyz /metrics)"))
+    first = max(len(r[0]) for r in rows)
+    second = max(len(r[1]) for r in rows)
+    return [f"  {a:<{first}}  {b:<{second}}  {c}" for a, b, c in rows]
+
+
+def print_summary(info: dict[str, Any], services: dict[str, dict[str, Any]], elapsed: float) -> None:
+    print(f"\nsynchub is up ({elapsed:.1f}s)\n")
+    print("\n".join(summary_lines(info, services)))
     print("\n  Read API (Projects tab): http://127.0.0.1:8082/api/v1/openapi.json")
+    print(f"  {_admin_token_line()}")
     print("  Ctrl-C stops everything; from another shell: make down\n", flush=True)
+
+
+def crashed(returncode: int | None) -> bool:
+    """A service that exited on its own with an error; one stopped by SIGTERM/SIGINT (`make down`, Ctrl-C) did not crash."""
+    return returncode is not None and returncode not in (0, -signal.SIGTERM, -signal.SIGINT)
 
 
 def up(state_dir: Path) -> int:
@@ -110,7 +137,7 @@ def up(state_dir: Path) -> int:
         while not stopping:
             for name, rec in services.items():
                 proc = rec.get("proc")
-                if proc is not None and proc.poll() is not None and not rec.get("reported"):
+                if proc is not None and crashed(proc.poll()) and not rec.get("reported"):
                     rec["reported"] = True
                     print(f"!! {name} exited with {proc.returncode}; see {rec['log']}", file=sys.stderr, flush=True)
             procs = [rec.get("proc") for rec in services.values() if rec.get("proc") is not None]

@@ -135,6 +135,8 @@ class World:
         data = dict(existing.data) if live and existing else copy.deepcopy(kind.defaults)
         data.update(fields)
         data["id"] = record_id
+        if "url" in kind.upserted.model_fields and not data.get("url"):
+            data["url"] = self.record_url(side, kind.name, record_id)  # like a real CRM, each record has its page
         merged_extra = {**(existing.extra if existing else {}), **jsonable(dict(extra or {}))}
         await self._check_invariants(kind, data, existing if live else None, merged_extra)
         version = (existing.version if existing else 0) + 1
@@ -145,6 +147,12 @@ class World:
         await storage.put(self.conn, rec)
         await self.emit(payload, entity_key=kind.entity_key(record_id), origin=side)
         return rec
+
+    def record_url(self, side: str, kind_name: str, record_id: str) -> str:
+        """The record's address in the sandbox's own HTTP API (what a CRM's record page is to a person)."""
+        host = self.settings.http_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return f"http://{host}:{self.settings.http_port}/sandbox/{side}/{kind_name}/{record_id}"
 
     async def delete(self, side: str, kind_name: str, record_id: str) -> Rec:
         """Delete (CRM) / remove (PM) a record and publish its delete event; the revision goes on counting."""

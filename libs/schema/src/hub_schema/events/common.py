@@ -76,6 +76,12 @@ PmRole = Literal["admin", "manager", "employee", "contractor"]
 Permission = Literal["add_task", "edit_project", "associate_project", "add_users"]
 Locale = Literal["ja", "en"]
 
+Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)]
+"""Where a person opens the record in the upstream tool (the e-mails link names to it)."""
+
+TimeZone = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}$", max_length=64)]
+"""An IANA time zone name such as `Asia/Tokyo` or `UTC` (the e-mails show times in it)."""
+
 RejectionCode = Literal[
     "parent_task_closed",  # S10: the parent task is closed in the PM tool
     "schedule_fixed",  # S11: due date change in a fixed-schedule project

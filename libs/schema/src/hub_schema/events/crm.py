@@ -30,6 +30,8 @@ from hub_schema.events.common import (
     RejectionCode,
     TaskStatus,
     Text,
+    TimeZone,
+    Url,
     Versioned,
 )
 from hub_schema.registry import Payload, event
@@ -56,6 +58,7 @@ class CrmUserUpserted(Versioned):
     active: bool
     is_admin: bool
     locale: Locale
+    time_zone: TimeZone | None = None  # IANA name; the hub's e-mails show times in it
 
 
 @event("crm.user.deactivated", topic=topics.CRM_INGEST)
@@ -71,6 +74,7 @@ class CrmAccountUpserted(Versioned):
     name: Name
     owner_id: RecordId | None = None
     custom_fields: CustomFields = Field(default_factory=dict)
+    url: Url | None = None  # the record in the CRM's UI, when the CRM gives one
 
 
 @event("crm.account.deleted", topic=topics.CRM_INGEST)
@@ -88,6 +92,7 @@ class CrmContactUpserted(Versioned):
     last_name: Name
     email: Email | None
     owner_id: RecordId | None = None
+    url: Url | None = None  # the record in the CRM's UI, when the CRM gives one
 
 
 @event("crm.contact.deleted", topic=topics.CRM_INGEST)
@@ -109,6 +114,7 @@ class CrmDealUpserted(Versioned):
     won: bool
     owner_id: RecordId | None = None
     custom_fields: CustomFields = Field(default_factory=dict)
+    url: Url | None = None  # the record in the CRM's UI, when the CRM gives one
 
 
 @event("crm.deal.deleted", topic=topics.CRM_INGEST)
@@ -126,6 +132,7 @@ class CrmLeadUpserted(Versioned):
     company: Name | None = None
     email: Email | None = None
     owner_id: RecordId | None = None
+    url: Url | None = None  # the record in the CRM's UI, when the CRM gives one
 
 
 @event("crm.lead.deleted", topic=topics.CRM_INGEST)

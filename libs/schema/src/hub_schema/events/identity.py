@@ -24,6 +24,7 @@ from hub_schema.events.common import (
     Reason,
     ReasonCode,
     RecordId,
+    TimeZone,
 )
 from hub_schema.registry import Payload, event
 
@@ -36,6 +37,7 @@ class UserAccessChanged(Payload):
     email: Email = Field(description="Normalised: trimmed, lower-case.")
     name: Name
     locale: Locale
+    time_zone: TimeZone | None = Field(None, description="The CRM user's IANA time zone, when the CRM gives one.")
     active: bool
     is_admin: bool = Field(description="CRM admin: may change the integration's settings, import users.")
     portal_id: RecordId | None = None

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from hub_schema import topics
-from hub_schema.events.common import Email, JsonObject, Locale, Name, Part, Reason, RecordId
+from hub_schema.events.common import Email, JsonObject, Locale, Name, Part, Reason, RecordId, TimeZone
 from hub_schema.events.requests import Request
 from hub_schema.registry import Payload, event
 
@@ -24,8 +24,6 @@ NotificationKind = Literal[
     "task_update_failed",  # any other refused task change
     "task_create_refused",  # S12
     "duplicate_client_emails",  # S19
-    "project_creation_failed",  # S14 / S19
-    "integration_enable_refused",  # S3 / S17
     "matching_report",  # S21/S22, with the .xlsx report
     "import_outcome",  # S18
     "sync_stopped",  # S7
@@ -35,28 +33,35 @@ OptionalNotificationKind = Literal["matching_report", "import_outcome", "sync_st
 """Kinds a recipient may opt out of; every failure kind (S10, S11, S12, S19, ...) is always sent."""
 
 # What the notification service's templates read from `data`, per kind (keys marked * are required,
-# a request without them is dead-lettered with the reason; every kind may also carry `reason`,
-# `record_type`, `record_id`, `record_name` and `url`):
-#   subtask_update_failed   *task_name, task_id, parent_task_name, parent_task_id, project_name
-#   due_date_change_failed  *task_name, task_id, project_name, requested_due_date, current_due_date
-#   task_update_failed      *task_name, task_id, project_name
+# a request without them is dead-lettered with the reason). People read names, not ids: producers send
+# the names they know. Every refusal kind may also carry
+#   reason_code, reason_params   the reason, rendered in the recipient's language from the code and its
+#                                parameters (names such as parent_task_name, project_name, record_name,
+#                                record_type, project_names, user_name, user_state, email);
+#   reason                       the producer's English sentence (logs; English mail for an unknown code);
+#   record_type, record_name, record_url   the CRM record, linked where the upstream gives a URL;
+#   task_url, url                links to the task / the thing the mail is about;
+#   occurred_at                  ISO timestamp of what happened, shown in the recipient's time zone.
+#   subtask_update_failed   *task_name, parent_task_name, project_name
+#   due_date_change_failed  *task_name, project_name, requested_due_date, current_due_date (ISO dates)
+#   task_update_failed      *task_name, project_name
 #   task_create_refused     *task_name, project_name
 #   duplicate_client_emails *email, *contacts (list of names or {"id", "name"}), account_name, project_name,
 #                           cause ("project_creation", the default, or "user_import": S18 import as client users)
-#   project_creation_failed *project_name
-#   integration_enable_refused  portal_name, plan
 #   matching_report         portal_name (the report itself is `matching_report`)
-#   import_outcome          import_as, imported (int), failed (list of {"name", "email", "reason"})
-#   sync_stopped            portal_name, stopped_at
+#   import_outcome          import_as, imported (int), failed (list of {"name", "email", "reason_code", "reason"})
+#   sync_stopped            portal_name, stopped_at (ISO timestamp)
 
 
 class Recipient(Part):
-    """Who gets the e-mail; with no locale the service uses its default."""
+    """Who gets the e-mail; with no locale the service uses its default, with no time zone the locale's
+    usual one (Asia/Tokyo for ja, UTC otherwise)."""
 
     user_id: RecordId | None = None
     email: Email
     name: Name | None = None
     locale: Locale | None = None
+    time_zone: TimeZone | None = None
 
 
 class MatchedClient(Part):
@@ -71,6 +76,8 @@ class UnmatchedClient(Part):
     client_name: Name
     reason_code: Literal["no_match", "ambiguous", "error"]
     reason: Reason
+    account_names: Annotated[list[Name], Field(max_length=10)] = Field(default_factory=list)
+    """For `ambiguous`: the accounts the client could be (the report names them in the reader's language)."""
 
 
 class MatchingReport(Part):

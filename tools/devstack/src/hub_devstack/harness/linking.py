@@ -127,9 +127,11 @@ class Harness:
     # --- upstream fixtures ------------------------------------------------------------------------
 
     async def user(self, user_id: str, *, admin: bool = False, profile: PermissionProfile = ALL_PERMS,
-                   portal_user_id: str | None = None, revision: int = 1, org: str = ORG, active: bool = True) -> None:
+                   portal_user_id: str | None = None, revision: int = 1, org: str = ORG, active: bool = True,
+                   time_zone: str | None = None) -> None:
         await self.send(identity.UserAccessChanged(
             crm_user_id=user_id, email=f"{user_id}@example.com", name=f"User {user_id}", locale="en", active=active,
+            time_zone=time_zone,
             is_admin=admin, portal_id="p-1", portal_user_id=portal_user_id, profile=profile, effective_from=T0,
             revision=revision), org=org, key=f"{org}:user:{user_id}", origin="hub")
 
@@ -192,7 +194,7 @@ class Harness:
         return rid
 
     async def admin_with_portal(self) -> None:
-        await self.user("u-admin", admin=True, portal_user_id="pu-admin")
+        await self.user("u-admin", admin=True, portal_user_id="pu-admin", time_zone="America/New_York")
         await self.portal("p-1")
 
 
