@@ -22,6 +22,7 @@ import uuid
 from datetime import date
 from typing import Any
 
+from hub_platform import service_keys
 from hub_platform.consumer import HandlerContext, Router
 from hub_schema import Event
 from hub_schema.events import commands as cmd
@@ -33,6 +34,7 @@ from hub_tasks import domain, storage
 from hub_tasks.domain import Echo, Guard, State
 
 router = Router()
+router.include(service_keys.router)  # the org keys that open the history API
 
 CHANGE_MODELS: dict[str, Any] = {
     "title": cmd.TitleChange, "description": cmd.DescriptionChange, "due_date": cmd.DueDateChange,
