@@ -33,7 +33,7 @@ from hub_schema.events.linking import ServiceKeyRotated
 log = get_logger(__name__)
 
 RECORD_TYPES = ("account", "contact", "deal", "lead")
-Id = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9._:@-]+$")
+Id = Field(min_length=1, max_length=100)  # as hub_schema's RecordId
 
 
 class RecordPath(Input):
@@ -46,13 +46,13 @@ class ProjectPath(Input):
 
 
 class OrgPath(Input):
-    org_id: str = Id
+    org_id: str = Field(min_length=1, max_length=80)  # as hub_schema's OrgId
 
 
 class MintRequest(Input):
     """Optional body of a key mint: who asks, for the log (the token says only "an admin")."""
 
-    requested_by: str = Field("admin-token", min_length=1, max_length=80)
+    requested_by: str = Field("admin-token", min_length=1, max_length=100)
 
 
 class LinkingApi:
