@@ -174,7 +174,7 @@ OPENAPI: dict[str, Any] = {
                 "200": {"description": "linked projects", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {
                         "record": {"type": "object"}, "projects": {"type": "array", "items": _PROJECT}}}}}},
-                "401": _ERROR, "404": {"description": "unknown record type"},
+                "401": _ERROR, "422": {"description": "unknown record type or invalid id"},
             },
         }},
         "/api/v1/projects/{project_id}/records": {"get": {
