@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 STATE_DIR ?= var/local
 
-.PHONY: help install up down status test test-unit test-all contracts contracts-check demo bench bench-stall faults clean
+.PHONY: help install up down status test test-unit test-all contracts contracts-check security-doc demo bench bench-stall faults clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,11 @@ contracts: install ## export every event's JSON Schema and every service's Async
 
 contracts-check: install ## fail if the committed contracts and the code disagree
 	$(UV) run python -m hub_platform.contracts check contracts
+
+security-doc: install ## run every attack-marked test and rewrite the attack table of docs/security.md with the results
+	@mkdir -p reports
+	HUB_SECURITY_REPORT=reports/security.json $(UV) run pytest -m attack -p no:randomly $(PYTEST_ARGS); status=$$?; \
+	$(UV) run python -m hub_devstack.security_report reports/security.json docs/security.md && exit $$status
 
 demo: ## tell a story through the FAQ against the stack `make up` runs (STATE_DIR); prints where to look
 	$(UV) run python -m hub_sandbox.demo --state-dir $(or $(HUB_STATE_DIR),$(STATE_DIR))

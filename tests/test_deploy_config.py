@@ -141,6 +141,11 @@ def test_env_name_derivation_knows_the_platform_settings() -> None:
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$\$")
 
 
+#: secrets compose must take from the host (`${VAR:?why}`: no default, compose stops when unset)
+COMPOSE_REQUIRED = {"HUB_LINKING_ADMIN_TOKEN", "HUB_OPERATOR_TOKEN"}
+REQUIRED_PLACEHOLDER = "set-from-the-host-environment-or-.env-file"
+
+
 def interpolate(value: str) -> str:
     """Compose interpolation with an empty host environment: ${VAR:-default} -> default."""
 
@@ -150,6 +155,8 @@ def interpolate(value: str) -> str:
         op = m.group("op")
         if op in (":-", "-"):
             return m.group("arg")
+        if op in (":?", "?") and m.group("name") in COMPOSE_REQUIRED:
+            return REQUIRED_PLACEHOLDER
         pytest.fail(f"docker-compose.yml: {m.group(0)} has no default; give it one (${{{m.group('name')}:-...}})", pytrace=False)
 
     return _INTERPOLATION.sub(replace, value)
@@ -667,3 +674,32 @@ def test_k8s_config_maps_and_secrets_hold_only_known_settings() -> None:
         keys = set(obj.get("data") or {}) | set(obj.get("stringData") or {})
         unknown = sorted(k for k in keys if k.upper().startswith("HUB_") and k.upper() not in valid)
         assert not unknown, f"{obj['kind']} {obj['metadata']['name']} holds {unknown}, which no service reads"
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+
+
+def test_compose_takes_the_tokens_from_the_host_with_no_published_default() -> None:
+    """A default in the file would be a token anyone who read the repository knows (issue 15)."""
+    text = COMPOSE_FILE.read_text()
+    for name, service in (("HUB_LINKING_ADMIN_TOKEN", "linking"), ("HUB_OPERATOR_TOKEN", "notifications")):
+        raw = str((compose_service(service).get("environment") or {}).get(name))
+        assert re.fullmatch(r"\$\{" + name + r":\?[^}]+\}", raw), f"{service}: {name} must be ${{{name}:?...}}, is {raw}"
+        assert text.count(name + ":-") == 0
+
+
+def test_k8s_takes_the_tokens_from_secrets_only() -> None:
+    """The manifests applied by `kubectl apply -f deploy/k8s/` carry no token; the example Secret's placeholder is refused."""
+    from hub_platform.http import token_problem
+    from pydantic import SecretStr
+
+    for path in sorted(K8S_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "ConfigMap":
+                assert not {"HUB_LINKING_ADMIN_TOKEN", "HUB_OPERATOR_TOKEN"} & set(doc.get("data") or {}), path.name
+    example = {d["metadata"]["name"]: d.get("stringData") or {}
+               for d in yaml.safe_load_all((K8S_DIR / "examples" / "secrets.yaml").read_text()) if d}
+    assert "HUB_LINKING_ADMIN_TOKEN" in example["hub-linking"]
+    assert "HUB_OPERATOR_TOKEN" in example["hub-notifications"]
+    for secret in (example["hub-linking"]["HUB_LINKING_ADMIN_TOKEN"], example["hub-notifications"]["HUB_OPERATOR_TOKEN"]):
+        assert token_problem(SecretStr(secret)), "the example's placeholder must be one a service refuses to start with"

@@ -308,6 +308,6 @@ async def test_S2_read_api_shows_status_and_progress_and_drops_stale_updates(lin
     assert [(p["project_id"], p["status"], p["progress_percent"]) for p in projects] == [("proj-1", "completed", 100)]
     records = await linking.records_of(key, "proj-1")
     assert [(r["record_type"], r["record_id"], r["name"]) for r in records] == [("account", "acc-1", "Acme")]
-    assert (await linking.http.get("/api/v1/records/task/x/projects", headers={"Authorization": f"Bearer {key}"})).status_code == 404
+    assert (await linking.http.get("/api/v1/records/task/x/projects", headers={"Authorization": f"Bearer {key}"})).status_code == 422  # the path model names the record types
     spec = (await linking.http.get("/api/v1/openapi.json")).json()
     assert "/api/v1/records/{record_type}/{record_id}/projects" in spec["paths"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -63,8 +64,12 @@ FAST = {
 }
 
 
+OPERATOR = {"Authorization": "Bearer operator-" + secrets.token_urlsafe(32)}
+
+
 def settings_for(env: HubEnv, port: int, **extra: str) -> NotificationsSettings:
-    return env.settings(NotificationsSettings, "notifications", HUB_SMTP__PORT=str(port), **FAST, **extra)
+    return env.settings(NotificationsSettings, "notifications", HUB_SMTP__PORT=str(port), **FAST,
+                        HUB_OPERATOR_TOKEN=OPERATOR["Authorization"][7:], **extra)
 
 
 def request(kind: str, data: dict[str, Any] | None = None, *, locale: str | None = None, optional: bool = False,
@@ -295,7 +300,7 @@ async def test_retry_limit_reached_marks_failed_and_publishes_failure_then_opera
         assert row["attempts"] == 3 and sink.files() == []
         sink.refuse = False
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=Starlette(routes=service.extra_routes)),
-                                     base_url="http://t") as http:
+                                     base_url="http://t", headers=OPERATOR) as http:
             assert (await http.post(f"/api/v1/deliveries/{rid}/retry")).status_code == 202
             [m] = await wait_mails(sink, 1)
             await wait_row(service, rid, lambda r: r["state"] == "sent")
@@ -352,16 +357,16 @@ async def test_opt_out_suppresses_optional_kinds_only(hub_env: HubEnv, kafka_pro
         await kafka_probe.send(opt_out)
         await kafka_probe.send(stale)  # older than the opt-out: ignored
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=Starlette(routes=service.extra_routes)),
-                                     base_url="http://t") as http:
+                                     base_url="http://t", headers=OPERATOR) as http:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30
-            while (await http.get(f"/api/v1/preferences/{email}")).json()["opted_out"] != ["import_outcome"]:
+            while (await http.get(f"/api/v1/orgs/org-1/preferences/{email}")).json()["opted_out"] != ["import_outcome"]:
                 assert loop.time() < deadline, "the preference change was never applied"
                 await asyncio.sleep(0.2)
-            refused = await http.put(f"/api/v1/preferences/{email}", json={"opted_out": ["subtask_update_failed"]})
-            assert refused.status_code == 422 and "subtask_update_failed" in refused.json()["error"]
+            refused = await http.put(f"/api/v1/orgs/org-1/preferences/{email}", json={"opted_out": ["subtask_update_failed"]})
+            assert refused.status_code == 422 and "subtask_update_failed" in refused.json()["detail"]
             await asyncio.sleep(1.0)  # the stale change has been consumed by now
-            assert (await http.get(f"/api/v1/preferences/{email}")).json()["opted_out"] == ["import_outcome"]
+            assert (await http.get(f"/api/v1/orgs/org-1/preferences/{email}")).json()["opted_out"] == ["import_outcome"]
         await kafka_probe.send(report)
         await kafka_probe.send(failure)
         [m] = await wait_mails(sink, 1)

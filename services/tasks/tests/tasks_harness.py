@@ -55,6 +55,19 @@ class World:
         self.sent += 1
         return env
 
+    async def service_key(self, org: str = ORG) -> str:
+        """A new key for the org, announced as linking announces it (only its SHA-256 travels)."""
+        import hashlib
+        import secrets
+
+        key = "hk_" + secrets.token_urlsafe(32)
+        env = make_event(linking.ServiceKeyRotated(key_id=uuid.uuid4(), key_sha256=hashlib.sha256(key.encode()).hexdigest(),
+                                                   rotated_by="u-admin", rotated_at=datetime.now(timezone.utc)),
+                         org_id=org, entity_key=f"{org}:service_key", producer="test", origin="hub")
+        await self.probe.send(env)
+        self.sent += 1
+        return key
+
     async def enable(self, enabled: bool = True) -> None:
         await self.send(linking.IntegrationChanged(state="enabled" if enabled else "disabled",
                                                    portal_id=PORTAL if enabled else None, changed_by="u-admin",

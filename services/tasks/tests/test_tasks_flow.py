@@ -297,16 +297,24 @@ async def test_history_is_readable_over_http(world: World, service: object) -> N
     create, ct = await mirrored_pair(world)
     await world.pm_task("pt-plain", 1, add_to_crm=False)
     await world.processed()
+    key = await world.service_key()
+    await world.processed()
     app = Starlette(routes=service.extra_routes)  # type: ignore[attr-defined]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tasks") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tasks",
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
         r = await client.get(f"/api/v1/tasks/{create.payload.hub_task_id}/history")
         assert r.status_code == 200
         body = r.json()
         assert body["pm_task_id"] == "pt-a" and body["crm_task_id"] == ct
         assert [(d["decision"], d["reason_code"]) for d in body["decisions"]] == [("mirrored", "created"), ("skipped", "echo")]
-        r = await client.get("/api/v1/history", params={"org_id": ORG, "pm_task_id": "pt-plain"})
+        r = await client.get("/api/v1/history", params={"pm_task_id": "pt-plain"})
         assert [d["reason_code"] for d in r.json()["decisions"]] == ["not_flagged"]
-        r = await client.get("/api/v1/history", params={"org_id": ORG, "crm_task_id": ct})
-        assert len(r.json()["decisions"]) == 2
-        assert (await client.get("/api/v1/history", params={"org_id": ORG})).status_code == 400
-        assert (await client.get("/api/v1/tasks/not-a-uuid/history")).status_code == 400
+        r = await client.get("/api/v1/history", params={"crm_task_id": ct})
+        assert len(r.json()["decisions"]) == 2 and r.json()["next"] is None and r.json()["org_id"] == ORG
+        first = (await client.get("/api/v1/history", params={"crm_task_id": ct, "limit": 1})).json()
+        second = (await client.get("/api/v1/history", params={"crm_task_id": ct, "limit": 1, "after": first["next"]})).json()
+        assert [d["id"] for d in first["decisions"] + second["decisions"]] == [d["id"] for d in r.json()["decisions"]]
+        assert second["next"] is None
+        assert (await client.get("/api/v1/history", params={})).status_code == 422
+        assert (await client.get("/api/v1/history", params={"org_id": ORG, "pm_task_id": "pt-plain"})).status_code == 422
+        assert (await client.get("/api/v1/tasks/not-a-uuid/history")).status_code == 422

@@ -25,12 +25,15 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hub_platform import db, env_names, failpoints, metrics
+from hub_platform.http import BodySizeLimit, require_strong_tokens
 from hub_platform.consumer import BatchProcessor, Router
 from hub_platform.kafka_admin import ensure_topics
 from hub_platform.logs import configure_logging, get_logger
@@ -99,6 +102,7 @@ class HubService:
         emits: Sequence[type[Payload]] = (),
         retention: Sequence[RetentionRule] = (),
         clock: Clock = system_clock,
+        tokens: dict[str, SecretStr | None] | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -114,6 +118,7 @@ class HubService:
         self.retention_rules = [*PLATFORM_RULES, *retention]
         self.clock = clock
         self.retention: RetentionJob | None = None
+        self.tokens = dict(tokens or {})  # env name -> secret guarding an endpoint: checked before start
         self._background_tasks: list[asyncio.Task[None]] = []
         self.pool: asyncpg.Pool | None = None
         self.started = False
@@ -186,6 +191,7 @@ class HubService:
         configure_logging(self.name, s.obs.log_level, s.obs.log_format)
         configure_tracing(self.name, s.obs.otel_exporter, s.obs.otel_endpoint)
         self.warn_unread_variables()
+        require_strong_tokens(self.tokens, s.http_host)
         dsn = s.db.url.get_secret_value()
         if s.kafka.create_topics:
             await ensure_topics(s.kafka)
@@ -278,10 +284,12 @@ class HubService:
             Route("/asyncapi.json", self._asyncapi),
             *self.extra_routes,
         ]
-        return Starlette(routes=routes, lifespan=lifespan)
+        return Starlette(routes=routes, lifespan=lifespan,
+                         middleware=[Middleware(BodySizeLimit, max_bytes=self.settings.http_max_body_bytes)])
 
     def run(self) -> None:
         """Entry point: serve HTTP and consume until SIGTERM/SIGINT, then stop gracefully."""
+        require_strong_tokens(self.tokens, self.settings.http_host)  # before binding a port
         uvicorn.run(
             self.asgi(), host=self.settings.http_host, port=self.settings.http_port,
             log_level="warning", access_log=False, timeout_graceful_shutdown=int(self.settings.shutdown_grace_seconds),

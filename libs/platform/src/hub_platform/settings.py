@@ -97,6 +97,7 @@ class ServiceSettings(BaseSettings):
     service_name: str = "hub"
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    http_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Larger request bodies are refused (413).")
     kafka: KafkaSettings = KafkaSettings()
     db: DatabaseSettings = DatabaseSettings()
     obs: ObservabilitySettings = ObservabilitySettings()

@@ -183,7 +183,7 @@ _SAMPLES: list[Payload] = [
                                      record=RecordRef(record_type="account", record_id="acc-1"), portal_id="portal-1",
                                      projects=[linking.AssociableProjectItem(project_id="proj-2", name="Acme support",
                                                                              status="active", progress_percent=10)]),
-    linking.ServiceKeyRotated(key_id=_id(0x4B), rotated_by="u-1", rotated_at=T0),
+    linking.ServiceKeyRotated(key_id=_id(0x4B), key_sha256="0" * 63 + "1", rotated_by="u-1", rotated_at=T0),
     linking.SyncStopped(portal_id="portal-1", stopped_by="u-1", stopped_at=T0),
     linking.MatchingPage(
         report_id=_id(0x5A), portal_id="portal-1",

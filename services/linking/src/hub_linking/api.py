@@ -12,33 +12,47 @@ Why shaped like this:
 
 from __future__ import annotations
 
-import hmac
 import uuid
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Literal
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hub_linking import domain, storage
+from hub_platform.http import Caller, Input, ServiceKeyAuth, TokenAuth, endpoint
+from hub_platform.logs import get_logger
 from hub_platform.outbox import write_outbox
+from hub_platform.service_keys import org_of_key
 from hub_platform.telemetry import current_trace_headers
 from hub_schema import encode, make_event
 from hub_schema.events.linking import ServiceKeyRotated
 
+log = get_logger(__name__)
+
 RECORD_TYPES = ("account", "contact", "deal", "lead")
+Id = Field(min_length=1, max_length=100)  # as hub_schema's RecordId
 
 
-def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return request.headers.get("x-hub-service-key") or None
+class RecordPath(Input):
+    record_type: Literal["account", "contact", "deal", "lead"]
+    record_id: str = Id
 
 
-def _unauthorized() -> Response:
-    return JSONResponse({"error": "unauthorized", "detail": "a valid service key is required"}, status_code=401,
-                        headers={"WWW-Authenticate": "Bearer"})
+class ProjectPath(Input):
+    project_id: str = Id
+
+
+class OrgPath(Input):
+    org_id: str = Field(min_length=1, max_length=80)  # as hub_schema's OrgId
+
+
+class MintRequest(Input):
+    """Optional body of a key mint: who asks, for the log (the token says only "an admin")."""
+
+    requested_by: str = Field("admin-token", min_length=1, max_length=100)
 
 
 class LinkingApi:
@@ -46,6 +60,12 @@ class LinkingApi:
 
     def __init__(self, service: Any) -> None:
         self.service = service
+        org_key = ServiceKeyAuth(lambda: self.service.pool, org_of_key)
+        admin = TokenAuth(lambda: self.service.settings.admin_token, "admin", "HUB_LINKING_ADMIN_TOKEN")
+        self.record_projects = endpoint(org_key, path=RecordPath)(self._record_projects)
+        self.project_records = endpoint(org_key, path=ProjectPath)(self._project_records)
+        self.rotate_key = endpoint(admin, path=OrgPath, body=MintRequest)(self._rotate_key)
+        self.openapi = endpoint(None)(self._openapi)
 
     def routes(self) -> list[Route]:
         return [
@@ -55,25 +75,8 @@ class LinkingApi:
             Route("/api/v1/openapi.json", self.openapi, methods=["GET"]),
         ]
 
-    async def _org(self, request: Request) -> str | None:
-        key = _presented_key(request)
-        if not key:
-            return None
-        sha = domain.key_sha256(key)
-        async with self.service.pool.acquire() as conn:
-            row = await storage.org_of_key(conn, sha)
-        if row is None or not hmac.compare_digest(row["key_sha256"], sha):
-            return None
-        return row["org_id"]
-
-    async def record_projects(self, request: Request) -> Response:
-        org = await self._org(request)
-        if org is None:
-            return _unauthorized()
-        record_type = request.path_params["record_type"]
-        record_id = request.path_params["record_id"]
-        if record_type not in RECORD_TYPES:
-            return JSONResponse({"error": "not_found", "detail": f"unknown record type {record_type}"}, status_code=404)
+    async def _record_projects(self, request: Request, caller: Caller, *, path: RecordPath) -> Response:
+        org, record_type, record_id = caller.org_id, path.record_type, path.record_id
         async with self.service.pool.acquire() as conn:
             rows = await conn.fetch(
                 """SELECT p.project_id, p.portal_id, p.name, p.status, p.progress_percent, p.owner_id, p.group_id,
@@ -92,11 +95,7 @@ class LinkingApi:
                           "linked_at": r["changed_at"].isoformat()} for r in rows],
         })
 
-    async def project_records(self, request: Request) -> Response:
-        org = await self._org(request)
-        if org is None:
-            return _unauthorized()
-        project_id = request.path_params["project_id"]
+    async def _project_records(self, request: Request, caller: Caller, *, path: ProjectPath) -> Response:
         async with self.service.pool.acquire() as conn:
             rows = await conn.fetch(
                 """SELECT l.record_type, l.record_id, l.portal_id, r.name, l.changed_at
@@ -105,37 +104,35 @@ class LinkingApi:
                    LEFT JOIN crm_records r ON r.org_id = l.org_id AND r.record_type = l.record_type
                         AND r.record_id = l.record_id
                    WHERE l.org_id = $1 AND l.project_id = $2 AND l.active
-                   ORDER BY l.record_type, l.record_id""", org, project_id)
+                   ORDER BY l.record_type, l.record_id""", caller.org_id, path.project_id)
         return JSONResponse({
-            "project_id": project_id,
+            "project_id": path.project_id,
             "records": [{"record_type": r["record_type"], "record_id": r["record_id"], "name": r["name"],
                          "portal_id": r["portal_id"], "linked_at": r["changed_at"].isoformat()} for r in rows],
         })
 
-    async def rotate_key(self, request: Request) -> Response:
-        token = _presented_key(request) or ""
-        expected = self.service.settings.admin_token.get_secret_value()
-        if not hmac.compare_digest(token.encode(), expected.encode()):
-            return _unauthorized()
-        org = request.path_params["org_id"]
-        if not 1 <= len(org) <= 80:
-            return JSONResponse({"error": "invalid", "detail": "bad org id"}, status_code=400)
+    async def _rotate_key(self, request: Request, caller: Caller, *, path: OrgPath, body: MintRequest) -> Response:
+        org = path.org_id
         key = domain.new_service_key()
         key_id = uuid.uuid4()
-        from datetime import datetime, timezone
-
-        envelope = make_event(ServiceKeyRotated(key_id=key_id, rotated_by="admin-token",
-                                                rotated_at=datetime.now(timezone.utc)),
+        sha = domain.key_sha256(key)
+        at = datetime.now(timezone.utc)
+        envelope = make_event(ServiceKeyRotated(key_id=key_id, key_sha256=sha, rotated_by=body.requested_by,
+                                                rotated_at=at),
                               org_id=org, entity_key=f"{org}:service_key", producer=self.service.name, origin="hub")
         async with self.service.pool.acquire() as conn, conn.transaction():
-            await storage.store_service_key(conn, org, key_id, domain.key_sha256(key), "admin-token")
+            await storage.store_service_key(conn, org, key_id, sha, body.requested_by)
             await write_outbox(conn, topic=self.service.topics(ServiceKeyRotated.TOPIC), key=envelope.entity_key,
                                value=encode(envelope), headers=current_trace_headers(), event_id=envelope.event_id)
         self.service.relay.wake()
+        # The audit trail of every key minted: org, who, when, from where; never the key nor its hash.
+        log.info("service key minted", org_id=org, key_id=str(key_id), minted_by=body.requested_by,
+                 credential="admin token", client=request.client.host if request.client else None,
+                 minted_at=at.isoformat())
         return JSONResponse({"org_id": org, "key_id": str(key_id), "service_key": key}, status_code=201,
                             headers={"Cache-Control": "no-store"})
 
-    async def openapi(self, request: Request) -> Response:
+    async def _openapi(self, request: Request, caller: None) -> Response:
         return JSONResponse(OPENAPI)
 
 
@@ -177,7 +174,7 @@ OPENAPI: dict[str, Any] = {
                 "200": {"description": "linked projects", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {
                         "record": {"type": "object"}, "projects": {"type": "array", "items": _PROJECT}}}}}},
-                "401": _ERROR, "404": {"description": "unknown record type"},
+                "401": _ERROR, "422": {"description": "unknown record type or invalid id"},
             },
         }},
         "/api/v1/projects/{project_id}/records": {"get": {

@@ -516,7 +516,8 @@ async def on_service_key(ctx: HandlerContext, event: Event[requests.ServiceKeyGe
     p = event.payload
     actor = await _admin(ctx, event)
     await storage.store_service_key(ctx.conn, event.org_id, p.key_id, p.key_sha256, actor.crm_user_id)
-    await ctx.emit(ServiceKeyRotated(key_id=p.key_id, rotated_by=actor.crm_user_id, rotated_at=now()),
+    await ctx.emit(ServiceKeyRotated(key_id=p.key_id, key_sha256=p.key_sha256, rotated_by=actor.crm_user_id,
+                                     rotated_at=now()),
                    entity_key=f"{event.org_id}:service_key", origin="hub")
 
 

@@ -11,15 +11,12 @@ from hub_linking import handlers
 from hub_linking.api import LinkingApi
 from hub_linking.settings import LinkingSettings
 from hub_platform import db
-from hub_platform.logs import get_logger
 from hub_platform.service import HubService
 from hub_platform.settings import ServiceSettings
 from hub_schema import topics
 from hub_schema.events import commands as cmd
 from hub_schema.events import linking
 from hub_schema.events.notifications import NotificationReportPage, NotificationRequested
-
-log = get_logger(__name__)
 
 MIGRATIONS = db.service_migrations(__file__, "hub_linking")
 
@@ -40,18 +37,10 @@ def build(settings: ServiceSettings | None = None) -> HubService:
         settings, handlers.router,
         subscribe=[topics.CRM_INGEST, topics.PM_INGEST, topics.HUB_REQUESTS, topics.IDENTITY_EVENTS],
         migrations=MIGRATIONS, title="hub linking (record links, integration settings, Projects tab API)",
-        emits=EMITS, on_started=[warn_about_public_admin_token],
+        emits=EMITS, tokens={"HUB_LINKING_ADMIN_TOKEN": settings.admin_token},
     )
     service.extra_routes.extend(LinkingApi(service).routes())
     return service
-
-
-async def warn_about_public_admin_token(service: HubService) -> None:
-    """Anyone who can reach the port and has read this repository could mint service keys (S24)."""
-    settings = service.settings
-    if isinstance(settings, LinkingSettings) and settings.admin_token_is_public:
-        log.warning("the service-key endpoint is guarded by the published local admin token on a reachable address",
-                    http_host=settings.http_host, fix="set HUB_LINKING_ADMIN_TOKEN from a secret")
 
 
 def main() -> None:

@@ -2,16 +2,15 @@
 
 HUB_LINKING_ADMIN_TOKEN guards the one HTTP endpoint that mints a service key
 (S24): the key must reach its requester without ever travelling in an event or a
-log, so it is returned once in that HTTP response. The local default is for
-development only; deployments set it from a secret.
+log, so it is returned once in that HTTP response. There is no default: unset,
+the endpoint accepts no one, and a service listening beyond loopback refuses to
+start with an empty, short or published token (hub_platform.http). `make up`
+generates one into the state folder; deployments set it from a secret.
 """
 
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field, SecretStr
-
-LOCAL_ADMIN_TOKEN = "local-linking-admin-token"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 from hub_platform.settings import ServiceSettings
 
@@ -20,12 +19,7 @@ class LinkingSettings(ServiceSettings):
     service_name: str = "linking"
     http_port: int = 8082
     admin_token: SecretStr = Field(
-        SecretStr(LOCAL_ADMIN_TOKEN),
+        SecretStr(""),
         validation_alias=AliasChoices("HUB_LINKING_ADMIN_TOKEN", "HUB_ADMIN_TOKEN"),
-        description="Bearer token for POST /api/v1/orgs/{org_id}/service-key.",
+        description="Bearer token for POST /api/v1/orgs/{org_id}/service-key (at least 32 bytes, from a secret).",
     )
-
-    @property
-    def admin_token_is_public(self) -> bool:
-        """The published local default, on an address other machines can reach."""
-        return self.admin_token.get_secret_value() == LOCAL_ADMIN_TOKEN and self.http_host not in LOOPBACK

@@ -30,6 +30,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from hub_platform import service_keys
 from hub_platform.consumer import HandlerContext, PermanentError, Router
 from hub_schema import Event
 from hub_schema.events.notifications import (
@@ -61,6 +62,7 @@ def render_context(event: Event[NotificationRequested], locale: str, report: Mat
 
 def make_router(renderer: Renderer, *, default_locale: str, message_id_domain: str) -> Router:
     router = Router()
+    router.include(service_keys.router)  # the org keys that open the preferences API
 
     @router.on("notification.requested")
     async def on_requested(ctx: HandlerContext, event: Event[NotificationRequested]) -> None:
@@ -85,7 +87,7 @@ def make_router(renderer: Renderer, *, default_locale: str, message_id_domain: s
             "origin": event.envelope.origin, "entity_key": entity_key,
         }
         report = await assembled_report(ctx, event) if p.matching_report is not None else None
-        if domain.is_suppressible(p.kind, p.optional) and await storage.opted_out(ctx.conn, email, p.kind):
+        if domain.is_suppressible(p.kind, p.optional) and await storage.opted_out(ctx.conn, event.org_id, email, p.kind):
             reason = f"{email} opted out of {p.kind} e-mails"
             if await storage.insert_delivery(ctx.conn, **row, state="suppressed", suppressed_reason=reason):
                 await ctx.emit(NotificationSuppressed(
@@ -120,7 +122,7 @@ def make_router(renderer: Renderer, *, default_locale: str, message_id_domain: s
     async def on_preferences(ctx: HandlerContext, event: Event[NotificationPreferencesChange]) -> None:
         p = event.payload
         for kind in p.kinds:
-            await storage.set_preference(ctx.conn, p.email, kind, p.opted_out, p.changed_at, p.acting_user_id)
+            await storage.set_preference(ctx.conn, event.org_id, p.email, kind, p.opted_out, p.changed_at, p.acting_user_id)
 
     return router
 

@@ -1,7 +1,8 @@
 """Builds the notification service: consumer (requests → delivery log), sender (background), HTTP API.
 
-Reads notifications.requests (notification.requested) and hub.requests (only
-hub.notification_preferences.change is handled; other requests are ignored).
+Reads notifications.requests (notification.requested), hub.requests (only
+hub.notification_preferences.change is handled; other requests are ignored) and
+linking.events (only linking.service_key.rotated: the org keys of the preferences API).
 Publishes notifications.outcomes: notification.sent / failed / suppressed.
 """
 
@@ -32,7 +33,7 @@ def build(settings: ServiceSettings | None = None) -> HubService:
     api = Api()
     service = HubService(
         settings, router,
-        subscribe=[topics.NOTIFICATION_REQUESTS, topics.HUB_REQUESTS],
+        subscribe=[topics.NOTIFICATION_REQUESTS, topics.HUB_REQUESTS, topics.LINKING_EVENTS],
         migrations=MIGRATIONS,
         routes=api.routes(),
         background=[run_sender],
@@ -40,6 +41,7 @@ def build(settings: ServiceSettings | None = None) -> HubService:
                                  where="state IN ('sent', 'failed', 'suppressed')")],
         emits=[NotificationSent, NotificationFailed, NotificationSuppressed],
         title="hub notifications (e-mail)",
+        tokens={"HUB_OPERATOR_TOKEN": settings.operator_token},
     )
     api.service = service
     return service

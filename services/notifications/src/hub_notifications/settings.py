@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 
 from hub_platform.settings import ServiceSettings
 
@@ -59,3 +59,7 @@ class NotificationsSettings(ServiceSettings):
     default_locale: Literal["ja", "en"] = "ja"
     message_id_domain: str = "hub.synchub.local"
     templates_dir: Path | None = Field(None, description="Replaces the packaged templates (same layout: <locale>/<kind>.*.j2).")
+    operator_token: SecretStr = Field(
+        SecretStr(""), validation_alias=AliasChoices("HUB_OPERATOR_TOKEN", "HUB_NOTIFICATIONS_OPERATOR_TOKEN"),
+        description="Bearer token of the operators: delivery log, retry, any org's preferences (at least 32 bytes).",
+    )

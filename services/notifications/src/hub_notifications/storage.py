@@ -39,31 +39,33 @@ async def insert_delivery(conn: asyncpg.Connection, **row: Any) -> bool:
     return bool(inserted)
 
 
-async def opted_out(conn: asyncpg.Connection, email: str, kind: str) -> bool:
+async def opted_out(conn: asyncpg.Connection, org_id: str, email: str, kind: str) -> bool:
     return bool(await conn.fetchval(
-        "SELECT opted_out FROM preferences WHERE email = lower($1) AND kind = $2", email, kind,
+        "SELECT opted_out FROM preferences WHERE org_id = $1 AND email = lower($2) AND kind = $3", org_id, email, kind,
     ))
 
 
-async def set_preference(conn: asyncpg.Connection, email: str, kind: str, opted_out: bool,
+async def set_preference(conn: asyncpg.Connection, org_id: str, email: str, kind: str, opted_out: bool,
                          changed_at: datetime, changed_by: str | None) -> bool:
-    """Apply a preference unless a newer change for (email, kind) is already stored; True if applied."""
+    """Apply the org's preference unless a newer change for (org, email, kind) is stored; True if applied."""
     applied = await conn.fetchval(
         """
-        INSERT INTO preferences (email, kind, opted_out, changed_at, changed_by) VALUES (lower($1), $2, $3, $4, $5)
-        ON CONFLICT (email, kind) DO UPDATE SET opted_out = EXCLUDED.opted_out, changed_at = EXCLUDED.changed_at,
-            changed_by = EXCLUDED.changed_by
+        INSERT INTO preferences (org_id, email, kind, opted_out, changed_at, changed_by)
+        VALUES ($1, lower($2), $3, $4, $5, $6)
+        ON CONFLICT (org_id, email, kind) DO UPDATE SET opted_out = EXCLUDED.opted_out,
+            changed_at = EXCLUDED.changed_at, changed_by = EXCLUDED.changed_by
         WHERE preferences.changed_at < EXCLUDED.changed_at
         RETURNING true
         """,
-        email, kind, opted_out, changed_at, changed_by,
+        org_id, email, kind, opted_out, changed_at, changed_by,
     )
     return bool(applied)
 
 
-async def preferences_of(conn: asyncpg.Connection, email: str) -> list[asyncpg.Record]:
+async def preferences_of(conn: asyncpg.Connection, org_id: str, email: str) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT kind, opted_out, changed_at, changed_by FROM preferences WHERE email = lower($1) ORDER BY kind", email,
+        "SELECT kind, opted_out, changed_at, changed_by FROM preferences WHERE org_id = $1 AND email = lower($2) "
+        "ORDER BY kind", org_id, email,
     )
 
 
@@ -130,12 +132,14 @@ async def retry_failed(conn: asyncpg.Connection, request_id: uuid.UUID) -> bool:
 
 
 async def find_deliveries(conn: asyncpg.Connection, *, request_id: uuid.UUID | None = None,
-                          recipient: str | None = None, limit: int = 100) -> list[asyncpg.Record]:
-    if request_id is not None:
-        return await conn.fetch(f"SELECT {COLUMNS} FROM deliveries WHERE request_id = $1", request_id)
+                          recipient: str | None = None, org_id: str | None = None, before: int | None = None,
+                          limit: int = 100) -> list[asyncpg.Record]:
+    """The log, newest first, `limit` rows older than the row numbered `before` (`seq` pages it)."""
     return await conn.fetch(
-        f"SELECT {COLUMNS} FROM deliveries WHERE lower(recipient_email) = lower($1) ORDER BY created_at DESC LIMIT $2",
-        recipient, limit,
+        f"SELECT seq, {COLUMNS} FROM deliveries WHERE ($1::uuid IS NULL OR request_id = $1) "
+        "AND ($2::text IS NULL OR lower(recipient_email) = lower($2)) AND ($3::text IS NULL OR org_id = $3) "
+        "AND ($4::bigint IS NULL OR seq < $4) ORDER BY seq DESC LIMIT $5",
+        request_id, recipient, org_id, before, limit,
     )
 
 

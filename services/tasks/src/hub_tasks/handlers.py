@@ -30,7 +30,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from hub_platform import metrics
+from hub_platform import metrics, service_keys
 from hub_platform.consumer import HandlerContext, Router
 from hub_schema import Event
 from hub_schema.events import commands as cmd
@@ -42,6 +42,7 @@ from hub_tasks import domain, storage
 from hub_tasks.domain import Budget, Echo, Guard, State
 
 router = Router()
+router.include(service_keys.router)  # the org keys that open the history API
 
 PARKED = Counter("hub_tasks_parked_total", "Tasks parked: their command budget was used up (a loop stopped)",
                  registry=metrics.REGISTRY)

@@ -264,13 +264,16 @@ def _decision_json(r: asyncpg.Record) -> Row:
             "fields": list(d["fields"]), "at": d["at"].isoformat()}
 
 
-async def history_of_task(conn: asyncpg.Connection, hub_task_id: uuid.UUID) -> list[Row]:
-    rows = await conn.fetch("SELECT * FROM task_decisions WHERE hub_task_id = $1 ORDER BY id", hub_task_id)
+async def history_of_task(conn: asyncpg.Connection, hub_task_id: uuid.UUID, *, after: int | None = None,
+                          limit: int | None = None) -> list[Row]:
+    """A task's decisions in order, `limit` of them after the id `after` (all when no limit: the CLI)."""
+    rows = await conn.fetch("SELECT * FROM task_decisions WHERE hub_task_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                            hub_task_id, after or 0, limit)
     return [_decision_json(r) for r in rows]
 
 
 async def history(conn: asyncpg.Connection, org_id: str, pm_task_id: str | None, crm_task_id: str | None,
-                  limit: int = 500) -> list[Row]:
+                  *, after: int | None = None, limit: int | None = None) -> list[Row]:
     """Decisions about a PM or CRM task, including those of the mappings it belongs to."""
     rows = await conn.fetch(
         "SELECT * FROM task_decisions d WHERE d.org_id = $1 AND ("
@@ -278,7 +281,7 @@ async def history(conn: asyncpg.Connection, org_id: str, pm_task_id: str | None,
         "   (SELECT hub_task_id FROM task_mappings WHERE org_id = $1 AND pm_task_id = $2)))"
         " OR ($3::text IS NOT NULL AND (d.crm_task_id = $3 OR d.hub_task_id IN "
         "   (SELECT hub_task_id FROM task_mappings WHERE org_id = $1 AND crm_task_id = $3)))"
-        ") ORDER BY d.id LIMIT $4", org_id, pm_task_id, crm_task_id, limit)
+        ") AND d.id > $4 ORDER BY d.id LIMIT $5", org_id, pm_task_id, crm_task_id, after or 0, limit)
     return [_decision_json(r) for r in rows]
 
 

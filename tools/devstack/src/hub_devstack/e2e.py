@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -26,7 +27,8 @@ from hub_devstack.pytest_plugin import HubEnv, free_port
 from hub_devstack.smtp_sink import SmtpSink
 
 SERVICES = ("identity", "linking", "tasks", "notifications", "sandbox")
-LINKING_ADMIN_TOKEN = "e2e-admin-token"
+LINKING_ADMIN_TOKEN = "e2e-admin-" + secrets.token_urlsafe(32)
+OPERATOR_TOKEN = "e2e-operator-" + secrets.token_urlsafe(32)
 
 
 def _build(name: str, env: HubEnv, extra: dict[str, str]) -> Any:
@@ -149,6 +151,24 @@ class HubStack:
         async with httpx.AsyncClient(base_url=self.url("linking"), timeout=10) as http:
             return await http.get(path, headers={"Authorization": f"Bearer {key}"})
 
+    async def api(self, service: str, method: str, path: str, *, token: str | None = None,
+                  **kwargs: Any) -> httpx.Response:
+        """A call to a service's HTTP API over real HTTP, with `Authorization: Bearer <token>` when given."""
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}".strip()  # HTTP allows no trailing space: "" -> "Bearer"
+        async with httpx.AsyncClient(base_url=self.url(service), timeout=10) as http:
+            return await http.request(method, path, headers=headers, **kwargs)
+
+    async def wait_key_accepted(self, service: str, key: str, probe_path: str, timeout: float = 30.0) -> None:
+        """A key minted at linking reaches tasks and notifications as an event: wait until `service` knows it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (await self.api(service, "GET", probe_path, token=key)).status_code == 401:
+            if loop.time() > deadline:
+                raise AssertionError(f"{service} never accepted the new service key")
+            await asyncio.sleep(0.2)
+
     async def new_service_key(self, org_id: str = "org-1") -> str:
         async with httpx.AsyncClient(base_url=self.url("linking"), timeout=10) as http:
             resp = await http.post(f"/api/v1/orgs/{org_id}/service-key", headers={"Authorization": f"Bearer {LINKING_ADMIN_TOKEN}"})
@@ -166,6 +186,7 @@ async def hub_stack(env: HubEnv, tmp_path: Path) -> AsyncIterator[HubStack]:
         "HUB_SMTP__HOST": "127.0.0.1",
         "HUB_SMTP__PORT": str(smtp.port),
         "HUB_LINKING_ADMIN_TOKEN": LINKING_ADMIN_TOKEN,
+        "HUB_OPERATOR_TOKEN": OPERATOR_TOKEN,
         "HUB_OBS__LOG_LEVEL": "warning",
     }
     try:

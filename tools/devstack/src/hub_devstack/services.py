@@ -43,6 +43,7 @@ def start_services(state_dir: Path, info: dict[str, Any], timeout: float = 120.0
     logs.mkdir(parents=True, exist_ok=True)
     running = stack.status(state_dir)
     started: dict[str, dict[str, Any]] = {}
+    tokens = stack.ensure_tokens(state_dir)
     for name, port in SERVICE_PORTS.items():
         log_path = logs / f"{name}.log"
         if running.get(name, {}).get("running"):
@@ -51,6 +52,7 @@ def start_services(state_dir: Path, info: dict[str, Any], timeout: float = 120.0
         env = {
             **os.environ,
             **info["services"][name]["env"],
+            **tokens,
             "HUB_HTTP_PORT": str(port),
             "HUB_OBS__LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",

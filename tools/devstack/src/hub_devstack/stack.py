@@ -14,12 +14,14 @@ State folder layout::
     kafka/                KafkaServer workdir (server.properties, data/, logs/server.log, kafka.out)
     postgres/             PGDATA (kept across restarts); postgres.log, postgres.pid beside it
     mailbox/              .eml files received by the SMTP sink
+    secrets/              admin-token, operator-token (mode 600): generated once, kept across restarts
     smtp.log, smtp.pid    the SMTP sink process
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import smtplib
 import subprocess
@@ -103,6 +105,41 @@ def forget_process(state_dir: Path | str, name: str) -> None:
         processes = data.get("processes", {})
         if processes.pop(name, None) is not None:
             update_stack(state_dir, processes=processes)
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+ADMIN_TOKEN_FILE = "secrets/admin-token"
+OPERATOR_TOKEN_FILE = "secrets/operator-token"
+
+
+def admin_token_hint(state_dir: Path | str | None = None) -> Path:
+    """Where `make up` keeps the linking admin token (HUB_LINKING_ADMIN_TOKEN): read it from this file."""
+    return Path(state_dir if state_dir is not None else default_state_dir()).resolve() / ADMIN_TOKEN_FILE
+
+
+def operator_token_hint(state_dir: Path | str | None = None) -> Path:
+    """Where `make up` keeps the operator token (HUB_OPERATOR_TOKEN) of the notifications API."""
+    return Path(state_dir if state_dir is not None else default_state_dir()).resolve() / OPERATOR_TOKEN_FILE
+
+
+def ensure_token(path: Path) -> str:
+    """The token in `path`, generated (32 random bytes, URL-safe) and written owner-only if missing."""
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token
+
+
+def ensure_tokens(state_dir: Path | str) -> dict[str, str]:
+    """HUB_LINKING_ADMIN_TOKEN and HUB_OPERATOR_TOKEN of the local stack, from their files (made if missing)."""
+    return {"HUB_LINKING_ADMIN_TOKEN": ensure_token(admin_token_hint(state_dir)),
+            "HUB_OPERATOR_TOKEN": ensure_token(operator_token_hint(state_dir))}
 
 
 # -- SMTP sink as a process ----------------------------------------------------------------------
@@ -216,6 +253,7 @@ def start_infra(state_dir: Path | str | None = None, settings: DevstackSettings 
         dsns = _proc.run_coro_sync(provision_all)
         kafka = kafka_future.result()
 
+    ensure_tokens(state)  # generated here, given to the services by `service_tokens` (not kept in stack.json)
     services = {
         name: {
             "dsn": dsn,

@@ -41,7 +41,7 @@ import httpx
 from hub_sandbox.client import SandboxHttpClient
 
 T = TypeVar("T")
-DEFAULT_ADMIN_TOKEN = "local-linking-admin-token"  # hub_linking.settings default (development only)
+ADMIN_TOKEN_FILE = "secrets/admin-token"  # where `make up` writes the stack's admin token (hub_devstack.stack)
 PROFILE = {"role": "manager", "permissions": ["add_task", "edit_project", "associate_project"]}
 TRANSIENT = {"portal_unknown", "unknown_user", "not_found", "crm_user_not_in_portal"}
 
@@ -55,7 +55,7 @@ class Target:
     maildir: Path
     kafka_bootstrap: str
     topic_prefix: str = ""
-    admin_token: str = DEFAULT_ADMIN_TOKEN
+    admin_token: str = ""
     timeout: float = 90.0
 
 
@@ -458,7 +458,8 @@ class Story:
         resp = await self.http.post(f"{self.t.linking_url}/api/v1/orgs/{self.org}/service-key",
                                     headers={"Authorization": f"Bearer {self.t.admin_token}"})
         if resp.status_code == 401:
-            raise DemoFailed("the linking admin token was refused: set HUB_LINKING_ADMIN_TOKEN to the stack's token")
+            raise DemoFailed("the linking admin token was refused: set HUB_LINKING_ADMIN_TOKEN to the stack's token "
+                             f"(`make up` keeps it in <state dir>/{ADMIN_TOKEN_FILE})")
         resp.raise_for_status()
         body = resp.json()
         key: str = body.get("service_key") or body["key"]
@@ -501,8 +502,15 @@ def target_from_stack(state_dir: Path) -> Target:
         maildir=Path(info["smtp"]["maildir"]),
         kafka_bootstrap=info["kafka"]["bootstrap_servers"],
         topic_prefix=os.environ.get("HUB_KAFKA__TOPIC_PREFIX", ""),
-        admin_token=os.environ.get("HUB_LINKING_ADMIN_TOKEN", DEFAULT_ADMIN_TOKEN),
+        admin_token=os.environ.get("HUB_LINKING_ADMIN_TOKEN") or _stack_admin_token(state_dir),
     )
+
+
+def _stack_admin_token(state_dir: Path) -> str:
+    path = state_dir / ADMIN_TOKEN_FILE
+    if not path.exists():
+        raise SystemExit(f"no {path}: set HUB_LINKING_ADMIN_TOKEN, or start the stack with `make up`")
+    return path.read_text().strip()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,9 @@ The task-mirroring and identity services keep their own copies of these;
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, StringConstraints
 
 from hub_schema import topics
 from hub_schema.events.common import (
@@ -117,9 +117,13 @@ class AssociableProjectsListed(Payload):
 
 @event("linking.service_key.rotated", topic=topics.LINKING_EVENTS)
 class ServiceKeyRotated(Payload):
-    """The org's service key was replaced; the previous one stopped working (S24). Never carries the key."""
+    """The org's service key was replaced; the previous one stopped working (S24). Never carries the key.
+
+    `key_sha256` (hex) lets the services that serve tenant data check the key themselves.
+    """
 
     key_id: uuid.UUID
+    key_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     rotated_by: RecordId
     rotated_at: AwareDatetime
 

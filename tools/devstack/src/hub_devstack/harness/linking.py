@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
@@ -28,7 +29,7 @@ from hub_schema.events.common import PermissionProfile
 from hub_schema.registry import Payload
 
 T0 = datetime(2024, 4, 1, 9, 0, tzinfo=timezone.utc)
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-" + secrets.token_urlsafe(32)
 ORG = "org-1"
 ALL_PERMS = PermissionProfile(role="manager", permissions=["add_task", "edit_project", "associate_project", "add_users"])
 NO_PERMS = PermissionProfile(role="employee", permissions=["add_task"])

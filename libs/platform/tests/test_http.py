@@ -1,0 +1,91 @@
+"""hub_platform.http without servers: who a caller is, token rules, input models, body limit, paging."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from hub_platform.http import (
+    MAX_PAGE_SIZE, AnyOf, BodySizeLimit, Caller, HttpError, Input, Page, TokenAuth, endpoint, is_loopback, paged,
+    token_problem,
+)
+
+OPERATOR = "o" * 40
+
+
+class Body(Input):
+    name: str
+
+
+def app(token: str = OPERATOR, max_bytes: int = 1024) -> Starlette:
+    auth = AnyOf(TokenAuth(lambda: SecretStr(token), "operator", "HUB_OPERATOR_TOKEN"))
+
+    @endpoint(auth, query=Page, body=Body)
+    async def echo(request: Request, caller: Caller, *, query: Page, body: Body) -> JSONResponse:
+        return JSONResponse({"kind": caller.kind, "limit": query.limit, "name": body.name})
+
+    return Starlette(routes=[Route("/echo", echo, methods=["POST"])],
+                     middleware=[Middleware(BodySizeLimit, max_bytes=max_bytes)])
+
+
+async def call(a: Starlette, **kwargs: object) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://t") as http:
+        return await http.post("/echo", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_credentials_are_checked_before_the_input() -> None:
+    assert (await call(app(), json={"bad": 1})).status_code == 401
+    ok = await call(app(), json={"name": "x"}, params={"limit": 5}, headers={"Authorization": f"Bearer {OPERATOR}"})
+    assert ok.status_code == 200 and ok.json() == {"kind": "operator", "limit": 5, "name": "x"}
+
+
+async def test_an_empty_configured_token_accepts_no_one() -> None:
+    for headers in ({}, {"Authorization": "Bearer"}, {"X-Hub-Service-Key": ""}):
+        r = await call(app(token=""), json={"name": "x"}, headers=headers)
+        assert r.status_code == 401 and "not set" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("params", [{"limit": MAX_PAGE_SIZE + 1}, {"limit": 0}, {"after": -1}, {"org_id": "x"}])
+async def test_bad_query_is_a_422_naming_the_field(params: dict[str, object]) -> None:
+    r = await call(app(), json={"name": "x"}, params=params, headers={"Authorization": f"Bearer {OPERATOR}"})
+    assert r.status_code == 422
+    assert r.json()["problems"][0]["field"] in params
+
+
+async def test_bodies_over_the_limit_are_413_declared_or_streamed() -> None:
+    headers = {"Authorization": f"Bearer {OPERATOR}"}
+    assert (await call(app(), content=b"x" * 2000, headers=headers)).status_code == 413
+
+    async def stream():  # type: ignore[no-untyped-def]
+        for _ in range(4):
+            yield b"y" * 512
+
+    assert (await call(app(), content=stream(), headers=headers)).status_code == 413
+
+
+def test_token_rules() -> None:
+    assert token_problem(SecretStr("")) == "empty"
+    assert token_problem(SecretStr("local-linking-admin-token")) == "a published default"
+    assert token_problem(SecretStr("x" * 31)) and token_problem(SecretStr("x" * 32)) is None
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.9.9.9", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "hub.example.com", ""))
+
+
+def test_paging_gives_the_next_cursor_only_when_there_is_more() -> None:
+    rows = [{"id": i} for i in (4, 5, 6)]
+    assert paged(rows, Page(limit=2), lambda r: r["id"]) == {"items": rows[:2], "next": 5, "limit": 2}
+    assert paged(rows, Page(limit=3), lambda r: r["id"])["next"] is None
+
+
+def test_an_org_acts_only_on_its_own_org() -> None:
+    Caller("org", "org-a").require_org("org-a")
+    Caller("operator").require_org("org-b")
+    with pytest.raises(HttpError) as err:
+        Caller("org", "org-a").require_org("org-b")
+    assert err.value.status == 403
