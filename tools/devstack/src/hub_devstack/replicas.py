@@ -169,7 +169,8 @@ async def scale(state_dir: Path, service: str, count: int, *, out: Any = sys.std
         partitions = await group.partitions()
         if count > len(current):
             t0 = time.monotonic()
-            new = [launch(state_dir, info, service, i) for i in range(1, MAX_REPLICAS + 1) if i not in current][: count - len(current)]
+            indexes = [i for i in range(1, MAX_REPLICAS + 1) if i not in current][: count - len(current)]
+            new = [launch(state_dir, info, service, i) for i in indexes]
             for rec in new:
                 await asyncio.to_thread(wait_ready, rec)
             result["ready_s"] = round(time.monotonic() - t0, 2)
@@ -188,7 +189,7 @@ async def scale(state_dir: Path, service: str, count: int, *, out: Any = sys.std
             result["stop_s"] = round(max(stop_s), 2)
             result["settled_s"] = round(time.monotonic() - t0, 2)
             print(f"{service}: stopped {', '.join(current[i]['name'] for i in leaving)} (graceful, {result['stop_s']:.1f}s); "
-                  f"the other {count} own every partition {result['settled_s']:.1f}s after the stop began", file=out)
+                  f"{count} remaining replica(s) own every partition {result['settled_s']:.1f}s after the stop began", file=out)
         else:
             view = await group.view()
             print(f"{service}: {count} replicas already run", file=out)
@@ -221,7 +222,7 @@ async def handover(state_dir: Path, service: str, *, out: Any = sys.stdout) -> d
 
         rec = await add()
         figures["start_to_ready_s"] = round(rec["ready_s"], 2)
-        figures["scale_up_s"] = round(rec["settled_s"], 2)
+        figures["scale_up_s"] = round(rec["settled_s"] - rec["ready_s"], 2)
         t0 = time.monotonic()
         await asyncio.to_thread(_stop, state_dir, rec, signal.SIGTERM)
         await remove_static_members(group.admin, service, [instance_id(service, index)])
@@ -234,8 +235,8 @@ async def handover(state_dir: Path, service: str, *, out: Any = sys.stdout) -> d
         await group.settled(partitions, base, {instance_id(service, index)})
         figures["sigkill_s"] = round(time.monotonic() - t0, 2)
     print(f"{service} with {base} -> {base + 1} -> {base} replicas ({len(partitions)} partitions):\n"
-          f"  scale-up       {figures['scale_up_s']:6.2f} s  from launch to the partitions spread over {base + 1} "
-          f"(start-up to /readyz: {figures['start_to_ready_s']:.2f} s)\n"
+          f"  scale-up       {figures['scale_up_s']:6.2f} s  from the new replica ready to the partitions spread over "
+          f"{base + 1} (its start-up to /readyz took {figures['start_to_ready_s']:.2f} s)\n"
           f"  graceful stop  {figures['graceful_stop_s']:6.2f} s  from SIGTERM to the others owning every partition\n"
           f"  SIGKILL        {figures['sigkill_s']:6.2f} s  (the session timeout: nobody tells the coordinator)", file=out)
     return figures
