@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 STATE_DIR ?= var/local
 
-.PHONY: help install up down status test test-unit test-all contracts contracts-check security-doc demo bench bench-stall faults clean
+.PHONY: help install up down status scale handover test test-unit test-all contracts contracts-check security-doc demo bench bench-stall faults clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,6 +23,12 @@ down: ## stop a stack left running by `make up`
 
 status: ## what `make up` is running
 	$(UV) run python -m hub_devstack status --state-dir $(STATE_DIR)
+
+scale: ## run N replicas of a service on the running stack: make scale SERVICE=tasks N=3 (prints how long the handover took)
+	$(UV) run python -m hub_devstack scale $(SERVICE) $(N) --state-dir $(STATE_DIR)
+
+handover: ## measure partition handover of SERVICE (default tasks): scale-up, graceful stop, SIGKILL of one extra replica
+	$(UV) run python -m hub_devstack handover $(or $(SERVICE),tasks) --state-dir $(STATE_DIR)
 
 test: install ## unit, integration (real Kafka + PostgreSQL) and end-to-end tests; JUnit XML in reports/
 	@mkdir -p reports

@@ -12,6 +12,7 @@ Settings (environment):
   HUB_BENCH_PROFILE=1       record a py-spy profile of each service during its maximum-rate run
   HUB_BENCH_RESULTS         where to write the results (default bench/RESULTS.md; "-" = do not write)
   HUB_BENCH_KEEP=1          keep the bench databases afterwards
+  HUB_BENCH_SCALING=0       leave out the scaling table (1, 2, 3 replicas of tasks: bench/scaling.py)
 Figures are printed, never asserted.
 """
 
@@ -406,6 +407,10 @@ async def amain() -> dict[str, Any]:
         h.log(f"kafka produce {h.fmt_rate(results['kafka']['produce'])}/s, consume {h.fmt_rate(results['kafka']['consume'])}/s")
         for sc in scenarios:
             results["scenarios"].append(await bench_scenario(sc, infra, dbs, run_dir, sustain if sc.name == sustain_for else 0))
+        if os.environ.get("HUB_BENCH_SCALING", "1") != "0":
+            from bench import scaling
+
+            results["scaling"] = await scaling.run(infra, dbs, run_dir)
     finally:
         if not os.environ.get("HUB_BENCH_KEEP"):
             await dbs.drop_all()
@@ -425,6 +430,12 @@ def main() -> None:
     if target != "-":
         write_results(Path(target), text, results)
         h.log(f"figures written to {target}")
+    if results.get("scaling"):
+        from bench import scaling
+
+        print(scaling.render(results["scaling"]))
+        if target != "-":
+            scaling.write(Path(target), scaling.render(results["scaling"]))
     if "started by the bench" in json.dumps(results, default=str):
         h.log("the local stack started for this run is left up for the next run; `make down` stops it")
 

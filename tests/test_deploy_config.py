@@ -703,3 +703,208 @@ def test_k8s_takes_the_tokens_from_secrets_only() -> None:
     assert "HUB_OPERATOR_TOKEN" in example["hub-notifications"]
     for secret in (example["hub-linking"]["HUB_LINKING_ADMIN_TOKEN"], example["hub-notifications"]["HUB_OPERATOR_TOKEN"]):
         assert token_problem(SecretStr(secret)), "the example's placeholder must be one a service refuses to start with"
+
+
+# -- published schemas, scaling, topics, network, monitoring (issue 17) ---------------------------------------------
+
+K8S_VERSION = "1.33"
+#: custom resources: kubernetes-validate ships no schema for them; checked below against their CRD models
+K8S_CRD_KINDS = {"KafkaTopic", "ScaledObject", "TriggerAuthentication", "PodMonitor", "PrometheusRule"}
+GRAFANA_DASHBOARD = K8S_DIR / "grafana" / "synchub.json"
+
+
+def test_k8s_manifests_pass_kubernetes_validate_strict() -> None:
+    """Every built-in object against the published OpenAPI schema of Kubernetes 1.33, unknown fields rejected."""
+    import kubernetes_validate
+
+    failures, crds = [], set()
+    for obj in k8s_objects():
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            crds.add(obj["kind"])
+        except kubernetes_validate.ValidationError as exc:
+            failures.append(f"{obj['kind']} {obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert not failures, "\n".join(failures)
+    assert crds <= K8S_CRD_KINDS, f"no schema for {crds - K8S_CRD_KINDS}: a misspelt kind or apiVersion?"
+
+
+def _crd_model(kind: str) -> Any:
+    """The model generated from the project's published CRD (cloudcoil packages), or None where no package ships it."""
+    from cloudcoil.models.keda import v1alpha1 as keda
+    from cloudcoil.models.prometheus_operator import v1 as monitoring
+
+    return {"ScaledObject": keda.ScaledObject, "TriggerAuthentication": keda.TriggerAuthentication,
+            "PodMonitor": monitoring.PodMonitor, "PrometheusRule": monitoring.PrometheusRule}.get(kind)
+
+
+def _unknown_fields(given: Any, parsed: Any, path: str = "") -> list[str]:
+    """Fields of `given` the model dropped (it ignores unknown ones): strict validation, as for built-in kinds."""
+    if isinstance(given, dict) and isinstance(parsed, dict):
+        out = [f"{path}.{k}" for k in given if k not in parsed]
+        return out + [u for k in given if k in parsed for u in _unknown_fields(given[k], parsed[k], f"{path}.{k}")]
+    if isinstance(given, list) and isinstance(parsed, list):
+        return [u for i, (g, p) in enumerate(zip(given, parsed)) for u in _unknown_fields(g, p, f"{path}[{i}]")]
+    return []
+
+
+def test_k8s_custom_resources_match_their_published_crd_schemas() -> None:
+    """KEDA and Prometheus Operator objects against models generated from their CRDs (unknown fields rejected).
+    Strimzi ships no such package: KafkaTopic is checked field by field in test_k8s_kafka_topics_are_the_catalog."""
+    checked = set()
+    for obj in k8s_objects():
+        model = _crd_model(obj["kind"])
+        if model is None:
+            continue
+        try:
+            parsed = model.model_validate(obj).model_dump(mode="json", by_alias=True, exclude_none=True)
+        except ValidationError as exc:
+            pytest.fail(f"{obj['kind']} {obj['metadata']['name']} does not match its CRD:\n{exc}", pytrace=False)
+        unknown = _unknown_fields(obj, parsed)
+        assert not unknown, f"{obj['kind']} {obj['metadata']['name']}: fields the CRD does not have: {unknown}"
+        checked.add(obj["kind"])
+    assert checked == {"ScaledObject", "TriggerAuthentication", "PodMonitor", "PrometheusRule"}
+
+
+def test_compose_file_passes_the_compose_spec() -> None:
+    """The compose-spec JSON Schema bundled with check-jsonschema (no network)."""
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).parent / "check-jsonschema"
+    done = subprocess.run([str(cli), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_k8s_generated_files_are_up_to_date() -> None:
+    from hub_devstack import k8s
+
+    for name, text in k8s.render(K8S_DIR).items():
+        assert (K8S_DIR / name).read_text() == text, f"deploy/k8s/{name} is stale: run `python -m hub_devstack.k8s`"
+
+
+def test_k8s_kafka_topics_are_the_catalog() -> None:
+    from hub_schema.topics import CATALOG
+
+    topics = {o["spec"]["topicName"]: o for o in k8s_objects() if o["kind"] == "KafkaTopic"}
+    assert sorted(topics) == sorted(t.name for t in CATALOG)
+    for t in CATALOG:
+        obj = topics[t.name]
+        assert obj["apiVersion"] == "kafka.strimzi.io/v1beta2" and obj["metadata"]["labels"].get("strimzi.io/cluster")
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", obj["metadata"]["name"]), obj["metadata"]["name"]
+        assert set(obj["spec"]) == {"topicName", "partitions", "replicas", "config"}
+        assert obj["spec"]["partitions"] == t.partitions
+        assert obj["spec"]["replicas"] == 3
+        assert int(obj["spec"]["config"]["min.insync.replicas"]) == 2
+    common = k8s_find("ConfigMap", "hub-common", "synchub")
+    assert common is not None and common["data"]["HUB_KAFKA__CREATE_TOPICS"] == "false", \
+        "with the topics as KafkaTopic resources, the services must not create them"
+
+
+def _common_bootstrap() -> str:
+    common = k8s_find("ConfigMap", "hub-common", "synchub")
+    assert common is not None
+    return str(common["data"]["HUB_KAFKA__BOOTSTRAP_SERVERS"])
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_service_scales_on_its_consumer_group_lag(service: str) -> None:
+    from hub_devstack.k8s import subscribed_topics
+    from hub_schema.topics import BY_NAME
+
+    deployment = k8s_deployment(service)
+    namespace = deployment["metadata"]["namespace"]
+    scaled = [o for o in k8s_objects() if o["kind"] == "ScaledObject"
+              and o["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]]
+    assert len(scaled) == 1, f"{service}: one ScaledObject must target its Deployment, found {len(scaled)}"
+    spec = scaled[0]["spec"]
+    assert scaled[0]["metadata"]["namespace"] == namespace
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == k8s_env(deployment)["HUB_SERVICE_NAME"]
+    assert trigger["metadata"]["bootstrapServers"] == _common_bootstrap()
+    partitions = max(BY_NAME[t].partitions for t in subscribed_topics(service))
+    assert spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions, \
+        f"{service}: a replica beyond {partitions} partitions would own none"
+    assert spec["minReplicaCount"] == deployment["spec"].get("replicas", 1)
+    auth = k8s_find("TriggerAuthentication", trigger["authenticationRef"]["name"], namespace)
+    assert auth is not None
+    for ref in auth["spec"]["secretTargetRef"]:
+        secret = k8s_find("Secret", ref["name"], namespace)
+        assert secret is not None and ref["key"] in secret["stringData"], f"Secret {ref['name']} lacks {ref['key']}"
+
+    pdbs = [o for o in k8s_objects() if o["kind"] == "PodDisruptionBudget" and o["metadata"]["namespace"] == namespace
+            and o["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()]
+    assert len(pdbs) == 1, f"{service}: one PodDisruptionBudget must select its pods"
+    assert pdbs[0]["spec"].get("maxUnavailable") == 1
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_pods_get_no_service_account_token(service: str) -> None:
+    assert k8s_deployment(service)["spec"]["template"]["spec"].get("automountServiceAccountToken") is False
+
+
+def _selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    if not (selector.get("matchLabels") or {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        if expr["operator"] == "In" and labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def _allowed_egress_ports(labels: dict[str, str]) -> set[int]:
+    return {int(p["port"]) for o in k8s_objects() if o["kind"] == "NetworkPolicy" and _selects(o, labels)
+            for rule in o["spec"].get("egress") or [] for p in rule.get("ports") or []}
+
+
+def test_k8s_network_is_default_deny() -> None:
+    deny = [o for o in k8s_objects() if o["kind"] == "NetworkPolicy" and o["spec"]["podSelector"] == {}
+            and set(o["spec"]["policyTypes"]) == {"Ingress", "Egress"} and not o["spec"].get("ingress") and not o["spec"].get("egress")]
+    assert deny, "no default-deny NetworkPolicy (empty podSelector, both policy types, no rules)"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_network_policy_lets_through_what_the_service_uses(service: str) -> None:
+    deployment = k8s_deployment(service)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    env = k8s_env(deployment)
+    egress = _allowed_egress_ports(labels)
+    wanted = {53, int(env["HUB_KAFKA__BOOTSTRAP_SERVERS"].rsplit(":", 1)[1]), urlsplit(env["HUB_OBS__OTEL_ENDPOINT"]).port}
+    db = urlsplit(env["HUB_DB__URL"]).port if env["HUB_DB__URL"] != "x" else None
+    wanted |= {db or 5432}
+    if "HUB_SMTP__PORT" in env:
+        wanted.add(int(env["HUB_SMTP__PORT"]))
+    assert wanted <= egress, f"{service}: egress to ports {sorted(wanted - egress)} is not allowed"
+    scrape = [o for o in k8s_objects() if o["kind"] == "NetworkPolicy" and _selects(o, labels)
+              and any(p["port"] == "http" for r in o["spec"].get("ingress") or [] for p in r.get("ports") or [])]
+    assert scrape, f"{service}: nothing lets Prometheus reach /metrics on the named port http"
+
+
+def _exported_series() -> set[str]:
+    """Names of the series the services export (counters with _total, histograms with _bucket/_sum/_count)."""
+    from hub_platform import consumer, metrics  # noqa: F401 - registers its metrics
+
+    for service in SERVICES:
+        importlib.import_module(f"hub_{service}.main")
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {f.name + s for f in metrics.REGISTRY.collect() for s in suffixes.get(f.type, ("",))}
+
+
+def test_k8s_alerts_and_dashboard_use_series_the_services_export() -> None:
+    exported = _exported_series()
+    rule = k8s_find("PrometheusRule", "synchub", "synchub")
+    assert rule is not None
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    dashboard = json.loads(GRAFANA_DASHBOARD.read_text())
+    panel_exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    for where, texts in (("PrometheusRule", exprs), ("dashboard", panel_exprs)):
+        used = {m for e in texts for m in re.findall(r"\bhub_[a-z_]+\b", e)}
+        assert used and used <= exported, f"{where} uses {sorted(used - exported)}, which no service exports"
+    alerting = " ".join(exprs)
+    for needed in ("hub_consumer_lag", "hub_events_dead_lettered_total", "hub_outbox_backlog", "kube_pod_status_ready"):
+        assert needed in alerting, f"no alert on {needed}"
+    assert {"hub_consumer_lag", "hub_events_processed_total", "hub_outbox_backlog"} <= \
+        {m for e in panel_exprs for m in re.findall(r"\bhub_[a-z_]+\b", e)}

@@ -60,3 +60,19 @@ async def test_stall_probe_measures_a_frozen_service_and_its_batches(kafka_boots
     res = await one(50, 100, 0.2, run_seconds=3, infra=h.Infra(kafka_bootstrap, pg_admin_dsn, "test"))
     assert res["received"] == res["sent"] > 0
     assert res["tail_batches"] >= 1 and res["tail_batch_max"] >= res["tail_batch_p50"] >= 1
+
+
+async def test_scaling_row_runs_two_replicas_that_split_the_partitions(kafka_bootstrap: str, pg_admin_dsn: str, tmp_path) -> None:
+    """The scaling table's harness: two echo processes in one group (one_row checks every partition owned once by
+    exactly two members) work through a backlog; the row names the busiest process."""
+    from bench.scaling import one_row, render
+
+    infra = h.Infra(kafka_bootstrap, pg_admin_dsn, "test")
+    dbs = h.Databases(infra)
+    try:
+        row = await one_row("echo", 2, 200, infra, dbs, tmp_path)
+    finally:
+        await dbs.drop_all()
+    assert row["replicas"] == 2 and row["complete"] == 1.0 and row["steady_rate"] > 0
+    assert {"echo #1", "echo #2", "kafka", "postgresql"} <= set(row["cpu"]) and row["busiest"] in row["cpu"]
+    assert "| 2 " in render({"service": "echo", "events": 200, "rows": [row], "cpus": 2})

@@ -142,6 +142,10 @@ class HubService:
         subscriber = self.broker.subscriber(
             *self.subscribed,
             group_id=self.name,
+            group_instance_id=self.settings.kafka.group_instance_id,
+            session_timeout_ms=self.settings.kafka.session_timeout_ms,
+            # the others learn of a rebalance (a replica joined or left) at their next heartbeat
+            heartbeat_interval_ms=min(1000, self.settings.kafka.session_timeout_ms // 10),
             batch=True,
             max_records=self.settings.kafka.batch_max_records,
             batch_timeout_ms=self.settings.kafka.batch_timeout_ms,

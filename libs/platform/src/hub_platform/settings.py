@@ -32,6 +32,22 @@ class KafkaSettings(BaseModel):
             "busy ones by up to this much (measured: 500 ms, Kafka's default, gave p99 1.1 s at half load)."
         ),
     )
+    group_instance_id: str | None = Field(
+        None,
+        description=(
+            "Static group membership (KIP-345): a name stable across restarts of this one replica (a StatefulSet pod "
+            "name, `tasks-2` locally). A restart within the session timeout then keeps its partitions instead of "
+            "moving every partition; a static member does not leave the group when it stops, so its partitions wait "
+            "for the session timeout when it is removed for good. Unset: a stopped replica leaves the group at once."
+        ),
+    )
+    session_timeout_ms: int = Field(
+        10000, ge=1000,
+        description=(
+            "Without a heartbeat for this long a member (a killed replica) is dropped and its partitions move. "
+            "Replicas heartbeat every second (a tenth of it if shorter), so one joining or leaving is noticed within that."
+        ),
+    )
     create_topics: bool = Field(True, description="Create missing catalog topics at start-up (turn off where ops own topics).")
     replication_factor: int = Field(1, ge=1, description="For topics the service creates; 3 on a real cluster.")
 

@@ -1,4 +1,4 @@
-"""``python -m hub_devstack up|down|status``, ``infra up|down|status [--state-dir var/local]``, ``fetch-kafka``.
+"""``python -m hub_devstack up|down|status``, ``scale <service> <n>``, ``handover <service>``, ``infra up|down|status [--state-dir var/local]``, ``fetch-kafka``.
 
 Ports come from HUB_LOCAL_KAFKA_PORT (9092), HUB_LOCAL_PG_PORT (5432), HUB_LOCAL_SMTP_PORT (1025);
 see hub_devstack.settings.DevstackSettings for the rest.
@@ -7,6 +7,7 @@ see hub_devstack.settings.DevstackSettings for the rest.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
@@ -55,7 +56,29 @@ def _infra_status(args: argparse.Namespace) -> int:
     for name, rec in st.items():
         state = "running" if rec["running"] else "stopped"
         print(f"  {name:<14} {state:<8} pid {rec['pid']!s:<8} rss {rec['rss_mb']:>7.1f} MB  log {rec['log']}")
+    if st.get("kafka", {}).get("running") and not args.json:
+        from .replicas import group_report, print_groups
+
+        print_groups(asyncio.run(group_report(args.state_dir)))
     return 0 if st and all(r["running"] for r in st.values()) else 1
+
+
+def _scale(args: argparse.Namespace) -> int:
+    from .replicas import scale
+
+    try:
+        result = asyncio.run(scale(args.state_dir.resolve(), args.service, args.replicas))
+    except (ValueError, RuntimeError, TimeoutError) as exc:
+        print(f"scale failed: {exc}", file=sys.stderr)
+        return 1
+    return 1 if result["owned_twice"] else 0
+
+
+def _handover(args: argparse.Namespace) -> int:
+    from .replicas import handover
+
+    asyncio.run(handover(args.state_dir.resolve(), args.service))
+    return 0
 
 
 def _fetch_kafka(args: argparse.Namespace) -> int:
@@ -90,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "status":
             p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(func=func)
+    scale = groups.add_parser("scale", help="run N replicas of a service on the running stack (one consumer group)")
+    scale.add_argument("service", choices=("identity", "linking", "tasks", "notifications"))
+    scale.add_argument("replicas", type=int)
+    scale.add_argument("--state-dir", type=Path, default=stack.default_state_dir(), help="default: var/local")
+    scale.set_defaults(func=_scale)
+    handover = groups.add_parser("handover", help="measure partition handover: scale-up, graceful stop, SIGKILL of one replica")
+    handover.add_argument("service", choices=("identity", "linking", "tasks", "notifications"))
+    handover.add_argument("--state-dir", type=Path, default=stack.default_state_dir(), help="default: var/local")
+    handover.set_defaults(func=_handover)
     infra = groups.add_parser("infra", help="Kafka, PostgreSQL and the SMTP sink")
     actions = infra.add_subparsers(dest="action", required=True)
     for name, func, help_ in (

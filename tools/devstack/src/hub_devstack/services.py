@@ -8,25 +8,16 @@ everything by pid, services first.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from . import _proc, stack
+from . import _proc, replicas, stack
 
 SERVICE_PORTS: dict[str, int] = {"identity": 8081, "linking": 8082, "tasks": 8083, "notifications": 8084, "sandbox": 8090}
-
-
-def _script(name: str) -> str:
-    candidate = Path(sys.executable).parent / f"hub-{name}"
-    if not candidate.exists():
-        raise RuntimeError(f"{candidate} is missing: run `make install`")
-    return str(candidate)
 
 
 def _ready(port: int) -> bool:
@@ -43,24 +34,12 @@ def start_services(state_dir: Path, info: dict[str, Any], timeout: float = 120.0
     logs.mkdir(parents=True, exist_ok=True)
     running = stack.status(state_dir)
     started: dict[str, dict[str, Any]] = {}
-    tokens = stack.ensure_tokens(state_dir)
     for name, port in SERVICE_PORTS.items():
         log_path = logs / f"{name}.log"
         if running.get(name, {}).get("running"):
             started[name] = {"pid": running[name]["pid"], "port": port, "log": str(log_path), "reused": True}
             continue
-        env = {
-            **os.environ,
-            **info["services"][name]["env"],
-            **tokens,
-            "HUB_HTTP_PORT": str(port),
-            "HUB_OBS__LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1",
-        }
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen([_script(name)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        stack.record_process(state_dir, name, proc.pid, log=log_path, stop_signal="SIGTERM", stop_timeout=30, port=port)
-        started[name] = {"pid": proc.pid, "port": port, "log": str(log_path), "proc": proc}
+        started[name] = replicas.launch(state_dir, info, name, 1)
     deadline = time.monotonic() + timeout
     for name, rec in started.items():
         while not _ready(rec["port"]):

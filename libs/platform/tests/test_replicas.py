@@ -1,0 +1,166 @@
+"""Two replicas of a service share its partitions; one stopped gracefully hands them over; every event's effect
+happens once (real broker, real PostgreSQL, the service as two real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from hub_devstack.provision import provision_service, with_database
+from hub_devstack.pytest_plugin import HubEnv, KafkaProbe
+from hub_platform.groups import describe_group, remove_static_members, topic_partitions, wait_settled
+from hub_schema import make_event, topics
+from hub_schema.events.diagnostics import DiagPing
+
+pytestmark = pytest.mark.integration
+
+
+class Replica:
+    """One `python -m hub_platform.echo` process of the shared consumer group `echo`."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.port = int(env["HUB_HTTP_PORT"])
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "hub_platform.echo"], env={**os.environ, **env},
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+
+    async def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, f"replica exited; log {self.log}:\n{self.log.read_text()[-3000:]}"
+                try:
+                    if (await client.get(f"http://127.0.0.1:{self.port}/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"replica not ready after {timeout}s; log {self.log}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    async def wait_exit(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.proc.wait(10)
+
+
+@pytest.fixture
+async def echo_replicas(hub_env: HubEnv, tmp_path: Path) -> AsyncIterator[tuple[HubEnv, list[Replica]]]:
+    hub_env.dsns["echo"] = await provision_service(hub_env.admin_dsn, hub_env.database, "echo", "echo")
+    started: list[Replica] = []
+    yield hub_env, started
+    for replica in started:
+        replica.signal(signal.SIGKILL)
+        await replica.wait_exit(10)
+
+
+async def _admin(env: HubEnv) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=env.bootstrap)
+    await admin.start()
+    return admin
+
+
+async def test_two_replicas_split_partitions_and_hand_over_on_a_graceful_stop(
+    echo_replicas: tuple[HubEnv, list[Replica]], kafka_probe: KafkaProbe, tmp_path: Path,
+) -> None:
+    env, replicas = echo_replicas
+    for n in (1, 2):
+        replicas.append(Replica(env.env("echo"), tmp_path / f"echo-{n}.log"))
+    await asyncio.gather(*(r.wait_ready() for r in replicas))
+    admin = await _admin(env)
+    try:
+        partitions = await topic_partitions(admin, [env.topic(topics.CRM_INGEST)])
+        took, view = await wait_settled(admin, "echo", partitions, members=2)
+        print(f"\ntwo replicas own the {len(partitions)} partitions {took:.2f}s after both were ready")
+        assert view.owned_twice() == []
+        assert all(m.partitions for m in view.members), view  # split: each owns some
+        assert set().union(*(m.partitions for m in view.members)) == set(partitions)
+
+        # traffic over 24 keys while the second replica is stopped gracefully halfway
+        sent = []
+        for i in range(600):
+            if i == 300:
+                replicas[1].signal(signal.SIGTERM)
+                handover = asyncio.create_task(wait_settled(admin, "echo", partitions, members=1))
+            ping = make_event(DiagPing(seq=i), org_id="org-1", entity_key=f"diag:{i % 24}", producer="test", origin="crm")
+            await kafka_probe.send(ping, topics.CRM_INGEST)
+            sent.append(ping.event_id)
+        assert await replicas[1].wait_exit() == -signal.SIGTERM  # uvicorn re-raises the signal once shut down
+        assert "service stopped" in replicas[1].log.read_text()  # graceful: the batch in hand committed
+        took, view = await handover
+        print(f"graceful stop: the remaining replica owns all {len(partitions)} partitions {took:.2f}s after SIGTERM")
+        assert view.owned_twice() == []
+    finally:
+        await admin.close()
+
+    dsn = with_database(env.admin_dsn, env.database)
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + 90
+        while await conn.fetchval("SELECT count(*) FROM echo.echo_pings") < len(sent) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        handled = await conn.fetch("SELECT event_id FROM echo.echo_pings")
+        inbox = await conn.fetchval("SELECT count(*) FROM echo.inbox WHERE consumer = 'echo'")
+        dead = await conn.fetchval("SELECT count(*) FROM echo.dead_letter_log")
+    finally:
+        await conn.close()
+    assert sorted(r["event_id"] for r in handled) == sorted(sent)  # every event's effect, once (event_id is the key)
+    assert inbox == len(sent)
+    assert dead == 0  # a second run of a handled event would have hit the primary key and been dead-lettered
+
+
+async def test_a_static_replica_restarted_keeps_its_partitions_and_is_removed_at_once(
+    echo_replicas: tuple[HubEnv, list[Replica]], tmp_path: Path,
+) -> None:
+    """Static membership: a restart within the session timeout moves no partition; scaling down removes the member
+    from the group at once instead of leaving its partitions without an owner for the session timeout."""
+    env, replicas = echo_replicas
+    envs = [env.env("echo", HUB_OBS__LOG_LEVEL="warning", HUB_KAFKA__GROUP_INSTANCE_ID=f"echo-{n}",
+                    HUB_KAFKA__SESSION_TIMEOUT_MS="300000") for n in (1, 2)]
+    replicas.extend(Replica(e, tmp_path / f"echo-{n}.log") for n, e in enumerate(envs, 1))
+    await asyncio.gather(*(r.wait_ready() for r in replicas))
+    admin = await _admin(env)
+    try:
+        partitions = await topic_partitions(admin, [env.topic(topics.CRM_INGEST)])
+        _, before = await wait_settled(admin, "echo", partitions, members=2)
+        owned = {m.instance_id: m.partitions for m in before.members}
+        assert set(owned) == {"echo-1", "echo-2"}
+
+        replicas[1].signal(signal.SIGTERM)
+        assert await replicas[1].wait_exit() == -signal.SIGTERM
+        replicas[1] = Replica(envs[1], tmp_path / "echo-2.log")
+        await replicas[1].wait_ready()
+        _, after = await wait_settled(admin, "echo", partitions, members=2)
+        assert {m.instance_id: m.partitions for m in after.members} == owned
+
+        replicas[1].signal(signal.SIGTERM)
+        assert await replicas[1].wait_exit() == -signal.SIGTERM
+        t0 = time.monotonic()
+        assert await remove_static_members(admin, "echo", ["echo-2"]) == {"echo-2": 0}
+        took, view = await wait_settled(admin, "echo", partitions, members=1)
+        print(f"\nstatic member removed: echo-1 owns all partitions after {time.monotonic() - t0:.2f}s "
+              "(session timeout 300 s: without the removal this wait would time out)")
+        assert [m.instance_id for m in view.members] == ["echo-1"]
+        assert (await describe_group(admin, "echo")).owned_twice() == []
+    finally:
+        await admin.close()
