@@ -94,3 +94,12 @@ def test_orgs_load_from_a_secrets_file_and_never_print_secrets(tmp_path) -> None
     org = orgs["org-1"]
     assert org.accounts_base == "https://accounts.zoho.eu" and org.crm_base == "https://www.zohoapis.eu"
     assert "s3cr3t" not in repr(org) and "r3fr3sh" not in repr(org)
+
+
+def test_event_id_is_the_same_for_the_same_state_and_differs_per_version() -> None:
+    from hub_zoho.state import content_hash, event_id
+
+    assert event_id("o", "Tasks", "1", 1) == event_id("o", "Tasks", "1", 1)
+    assert event_id("o", "Tasks", "1", 1) != event_id("o", "Tasks", "1", 2)
+    assert event_id("o", "Tasks", "1", 1) != event_id("p", "Tasks", "1", 1)
+    assert content_hash({"a": 1, "b": 2}) == content_hash({"b": 2, "a": 1})

@@ -39,16 +39,6 @@ def test_a_deal_won_custom_fields_and_amount() -> None:
     assert p.won and p.account_id == "a1" and str(p.amount) == "1200.5" and p.custom_fields == {"Expected_Revenue": 900}
 
 
-def test_event_id_is_the_same_for_the_same_state_and_differs_per_version() -> None:
-    assert domain.event_id("o", "Tasks", "1", 1) == domain.event_id("o", "Tasks", "1", 1)
-    assert domain.event_id("o", "Tasks", "1", 1) != domain.event_id("o", "Tasks", "1", 2)
-    assert domain.event_id("o", "Tasks", "1", 1) != domain.event_id("p", "Tasks", "1", 1)
-
-
-def test_content_hash_ignores_key_order() -> None:
-    assert domain.content_hash({"a": 1, "b": 2}) == domain.content_hash({"b": 2, "a": 1})
-
-
 def test_commands_become_zoho_fields() -> None:
     create = cmd.CrmTaskCreate(command_id=uuid.uuid4(), hub_task_id=uuid.uuid4(), record_type="contact", record_id="c1",
                                subject="S", priority="medium", status="open", due_date=date(2027, 1, 2))

@@ -7,7 +7,6 @@ Field names are Zoho's API names. Three custom fields carry what Zoho's Tasks mo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -20,8 +19,6 @@ from hub_schema import Payload
 from hub_schema.events import commands as cmd
 from hub_schema.events import crm
 from hub_schema.events.common import Versioned
-
-EVENT_NAMESPACE = uuid.UUID("6f1c35a2-4b0e-5d7a-9c39-2d0a5e1c7b11")
 
 RECORD_TYPE_OF_MODULE = {"Accounts": "account", "Contacts": "contact", "Deals": "deal", "Leads": "lead"}
 MODULE_OF_RECORD_TYPE = {v: k for k, v in RECORD_TYPE_OF_MODULE.items()}
@@ -131,16 +128,6 @@ def record_fields(module: str, rec: dict[str, Any]) -> dict[str, Any]:
                 "title": rec.get("Note_Title") or None, "body": rec.get("Note_Content") or "",
                 "author_id": _id(rec.get("Created_By")) or owner or "unknown"}
     raise NotPublished(f"module {module} is not published")
-
-
-def content_hash(fields: dict[str, Any] | None) -> str:
-    """Of what the hub sees (so a change of a field the hub ignores is no new version); None = deleted."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def event_id(org_id: str, module: str, record_id: str, version: int) -> uuid.UUID:
-    """The same record state is the same event, however often it is seen (notification, poll, echo, backfill)."""
-    return uuid.uuid5(EVENT_NAMESPACE, f"{org_id}/{module}/{record_id}/{version}")
 
 
 def upsert_payload(module: str, fields: dict[str, Any], *, modified_at: datetime, version: int,

@@ -20,6 +20,7 @@ from hub_platform.consumer import HandlerContext, Router
 from hub_schema import Event, Payload
 from hub_schema.events import commands as cmd
 from hub_schema.events.crm import CrmCommandRejected
+from hub_zoho import state
 from hub_zoho.api import ItemResult, ZohoError
 
 MODULE_OF_COMMAND = {"crm.task.create": "Tasks", "crm.task.update": "Tasks", "crm.task.delete": "Tasks", "crm.note.add": "Notes"}
@@ -55,7 +56,7 @@ def make_router(connector: Connector) -> Router:
             ctx.log.info("command refused", command_type=command_type, reason_code=code, reason=reason)
             await emit(CrmCommandRejected(command_id=c.command_id, command_type=command_type, reason_code=code,  # type: ignore[arg-type]
                                           reason=reason[:2000], details=details),
-                       env.entity_key, uuid.uuid5(domain.EVENT_NAMESPACE, f"rejected/{c.command_id}"))
+                       env.entity_key, state.rejection_event_id(c.command_id))
 
         async def echo(record_id: str, deleted: bool = False) -> None:
             rec = None

@@ -32,6 +32,7 @@ from hub_schema import Payload, encode, make_event
 from hub_schema.topics import TopicNames
 from hub_zoho.api import ZohoApi
 from hub_zoho.crm import CrmClient
+from hub_zoho import state
 from hub_zoho.orgs import ZohoOrg, load_orgs
 
 log = get_logger(__name__)
@@ -45,7 +46,7 @@ REFUSED_NOTIFICATIONS = metrics.Counter(
 
 def channel_id_of(org_id: str) -> int:
     """A stable channel id per org (Zoho wants a long; it must be unique within the org's Zoho)."""
-    return uuid.uuid5(domain.EVENT_NAMESPACE, f"channel/{org_id}").int % (2**53 - 1) + 1
+    return uuid.uuid5(state.EVENT_NAMESPACE, f"channel/{org_id}").int % (2**53 - 1) + 1
 
 
 class Connector:
@@ -78,36 +79,30 @@ class Connector:
     async def observe(self, conn: asyncpg.Connection, org_id: str, module: str, record_id: str, rec: dict[str, Any] | None,
                       emit: Emit, command_id: uuid.UUID | None = None) -> Payload | None:
         kind = domain.KINDS[module]
-        state = await storage.lock_record(conn, org_id, module, record_id)
         if rec is None:
-            if state is None or kind.deleted is None:
-                return None  # never published, or nothing to say (a note stays)
+            if kind.deleted is None:
+                return None  # nothing to say (a note stays)
             fields = None
         else:
             try:
                 fields = domain.record_fields(module, rec)
+                domain.upsert_payload(module, fields, modified_at=domain.zoho_time(rec.get("Modified_Time")), version=0,
+                                      acting_user_id=None, command_id=None)  # fits the schema before it gets a version
             except domain.NotPublished as exc:
                 log.info("zoho record not published", org_id=org_id, module=module, record_id=record_id, why=str(exc))
                 return None
-        digest = domain.content_hash(fields)
-        if state is not None and state["content_hash"] == digest and (command_id is None or state["command_id"] == command_id):
-            version, cid = state["version"], state["command_id"]
-        else:
-            # new content, or the echo of a command whose change a notification published first (without the id)
-            version, cid = (state["version"] + 1 if state else 1), command_id
-        await storage.save_record(conn, org_id, module, record_id, version, digest, cid, fields is None)
+        got = await storage.version_of(conn, org_id, module, record_id, fields, command_id)
+        if got is None:
+            return None  # a deletion of a record never published
+        version, cid = got
         if fields is None:
             payload = domain.delete_payload(module, record_id, version=version, command_id=cid)
         else:
-            try:
-                payload = domain.upsert_payload(module, fields, modified_at=domain.zoho_time(rec.get("Modified_Time")),  # type: ignore[union-attr]
-                                                version=version, acting_user_id=domain._id(rec.get("Modified_By")),  # type: ignore[union-attr]
-                                                command_id=cid)
-            except domain.NotPublished as exc:
-                log.warning("zoho record does not fit the hub's schema", org_id=org_id, module=module, record_id=record_id, why=str(exc))
-                return None
+            payload = domain.upsert_payload(module, fields, modified_at=domain.zoho_time(rec.get("Modified_Time")),  # type: ignore[union-attr]
+                                            version=version, acting_user_id=domain._id(rec.get("Modified_By")),  # type: ignore[union-attr]
+                                            command_id=cid)
         if payload is not None:
-            await emit(payload, kind.entity_key(record_id), domain.event_id(org_id, module, record_id, version))
+            await emit(payload, kind.entity_key(record_id), state.event_id(org_id, module, record_id, version))
         return payload
 
     async def ingest(self, org_id: str, module: str, ids: Sequence[str], *, deleted: bool = False,
