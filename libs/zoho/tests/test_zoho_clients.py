@@ -103,3 +103,16 @@ def test_event_id_is_the_same_for_the_same_state_and_differs_per_version() -> No
     assert event_id("o", "Tasks", "1", 1) != event_id("o", "Tasks", "1", 2)
     assert event_id("o", "Tasks", "1", 1) != event_id("p", "Tasks", "1", 1)
     assert content_hash({"a": 1, "b": 2}) == content_hash({"b": 2, "a": 1})
+
+
+async def test_projects_partial_207_reports_each_task(zoho: tuple[FakeZoho, ZohoApi]) -> None:
+    from hub_zoho.projects import ProjectsClient
+
+    fake, api = zoho
+    project = fake.ui_pm("projects", {"portal_id": "p1", "name": "Rollout"})
+    task = fake.ui_pm("tasks", {"portal_id": "p1", "project_id": project["id"], "name": "One", "priority": "low"})
+    results = await ProjectsClient(api).update_tasks("p1", project["id"], [{"id": task["id"], "priority": "high"},
+                                                                          {"id": "404", "priority": "high"}])
+    assert [(r.ok, r.code) for r in results] == [(True, "SUCCESS"), (False, "NOT_FOUND")]
+    assert ("PATCH", f"/api/v3/portal/p1/projects/{project['id']}/tasks", 207) in fake.calls
+    assert fake.pm["tasks"][task["id"]]["priority"] == "high"

@@ -35,6 +35,14 @@ class ProjectsClient:
                 return
             page += 1
 
+    def portal_list(self, portal_id: str, kind: str, since: datetime | None = None) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every record of a kind in the portal (users, clients, projects, tasks, comments) changed after `since`."""
+        return self._list(portal_id, kind, kind, since)
+
+    async def portals(self) -> list[dict[str, Any]]:
+        resp = await self.api.request("GET", f"{self.api.org.projects_base}/api/v3/portals")
+        return list(resp.json().get("portals", []))
+
     def projects(self, portal_id: str, since: datetime | None = None) -> AsyncIterator[list[dict[str, Any]]]:
         return self._list(portal_id, "projects", "projects", since)
 
