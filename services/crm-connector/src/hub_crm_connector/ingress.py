@@ -191,6 +191,34 @@ class Connector:
             await storage.save_cursor(self.pool, org_id, "poll", module, newest)
         return published
 
+    # -- backfill -------------------------------------------------------------------------------------
+
+    async def backfill(self, org_id: str, since: datetime | None, *, restart: bool = False,
+                       progress: Callable[[str, int, int], None] | None = None) -> int:
+        """Page every module's records modified after `since` into crm.ingest; resumable.
+
+        The cursor (module, next page) is saved after each page is in the outbox, so an interrupted run goes
+        on where it stopped; records read twice are the same events. `restart` forgets the cursors."""
+        if restart:
+            await storage.reset_cursors(self.pool, org_id, "backfill")
+        published = 0
+        for module in self.settings.crm_connector_modules:
+            cur = await storage.cursor(self.pool, org_id, "backfill", module)
+            if cur is not None and cur["done"]:
+                continue
+            page_no = cur["page"] if cur is not None else 1
+            while True:
+                page = await self.crm[org_id].modified_since(module, since, page_no)
+                if page.records:
+                    published += await self.ingest(org_id, module, [str(r["id"]) for r in page.records], records=page.records)
+                await storage.save_cursor(self.pool, org_id, "backfill", module, since, page_no + 1, done=not page.more)
+                if progress:
+                    progress(module, page_no, len(page.records))
+                if not page.more:
+                    break
+                page_no += 1
+        return published
+
     # -- background jobs (HubService.background) ---------------------------------------------------
 
     async def renewal_loop(self, service: Any) -> None:
