@@ -1,0 +1,95 @@
+"""Zoho CRM REST (v7 shapes): records by id, records modified since, multi-record writes, watch channels."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from hub_zoho.api import ItemResult, ZohoApi, item_results
+
+MAX_WRITE = 100  # records per insert/update call
+MAX_READ_IDS = 100
+PER_PAGE = 200
+
+
+@dataclass
+class Page:
+    records: list[dict[str, Any]]
+    more: bool
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class CrmClient:
+    def __init__(self, api: ZohoApi) -> None:
+        self.api = api
+        self.base = f"{api.org.crm_base}/crm/{api.org.crm_api_version}"
+
+    async def get_records(self, module: str, ids: Sequence[str], fields: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """The records as they are now; ids Zoho no longer has are simply absent (deleted)."""
+        out: list[dict[str, Any]] = []
+        for part in chunks(list(ids), MAX_READ_IDS):
+            params = {"ids": ",".join(part)}
+            if fields:
+                params["fields"] = ",".join(fields)
+            resp = await self.api.request("GET", f"{self.base}/{module}", params=params)
+            if resp.status_code == 204:
+                continue
+            out.extend(resp.json().get("data", []))
+        return out
+
+    async def modified_since(self, module: str, since: datetime | None, page: int = 1,
+                             fields: Sequence[str] = ()) -> Page:
+        """One page of the module's records modified after `since`, oldest first."""
+        params: dict[str, Any] = {"page": page, "per_page": PER_PAGE, "sort_by": "Modified_Time", "sort_order": "asc"}
+        if fields:
+            params["fields"] = ",".join(fields)
+        headers = {"If-Modified-Since": since.isoformat(timespec="seconds")} if since else None
+        resp = await self.api.request("GET", f"{self.base}/{module}", params=params, headers=headers)
+        if resp.status_code in (204, 304):
+            return Page([], False)
+        body = resp.json()
+        return Page(body.get("data", []), bool(body.get("info", {}).get("more_records")))
+
+    async def pages(self, module: str, since: datetime | None, fields: Sequence[str] = ()) -> AsyncIterator[Page]:
+        page = 1
+        while True:
+            got = await self.modified_since(module, since, page, fields)
+            yield got
+            if not got.more:
+                return
+            page += 1
+
+    async def insert(self, module: str, records: Sequence[dict[str, Any]]) -> list[ItemResult]:
+        return await self._write("POST", module, records)
+
+    async def update(self, module: str, records: Sequence[dict[str, Any]]) -> list[ItemResult]:
+        return await self._write("PUT", module, records)
+
+    async def _write(self, method: str, module: str, records: Sequence[dict[str, Any]]) -> list[ItemResult]:
+        out: list[ItemResult] = []
+        for part in chunks(list(records), MAX_WRITE):
+            resp = await self.api.request(method, f"{self.base}/{module}", json={"data": list(part)})
+            out.extend(item_results(resp))
+        return out
+
+    async def delete(self, module: str, ids: Sequence[str]) -> list[ItemResult]:
+        out: list[ItemResult] = []
+        for part in chunks(list(ids), MAX_WRITE):
+            resp = await self.api.request("DELETE", f"{self.base}/{module}", params={"ids": ",".join(part)})
+            out.extend(item_results(resp))
+        return out
+
+    async def watch(self, channel_id: int, events: Sequence[str], notify_url: str, token: str | None,
+                    expiry: datetime) -> dict[str, Any]:
+        """Enable (or renew: same channel id) a notification channel; returns Zoho's details of it."""
+        item: dict[str, Any] = {"channel_id": channel_id, "events": list(events), "notify_url": notify_url,
+                                "channel_expiry": expiry.isoformat(timespec="seconds")}
+        if token:
+            item["token"] = token
+        resp = await self.api.request("POST", f"{self.base}/actions/watch", json={"watch": [item]})
+        return resp.json()["watch"][0]

@@ -1,0 +1,128 @@
+"""Zoho Projects v3 records <-> the hub's pm.* events and commands: pure functions, no I/O.
+
+`add_to_crm` on a task is the integration's "add to CRM" flag (S5); in Zoho Projects it is a task custom
+field of that name (Setup > Task custom fields), which the portal needs before the connector is enabled.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from hub_schema import Payload
+from hub_schema.events import commands as cmd
+from hub_schema.events import pm
+from hub_schema.events.common import Versioned
+
+UPSERTED: dict[str, type[Versioned]] = {
+    "portals": pm.PmPortalUpserted, "users": pm.PmPortalUserUpserted, "clients": pm.PmClientCompanyUpserted,
+    "projects": pm.PmProjectUpserted, "tasks": pm.PmTaskUpserted, "comments": pm.PmCommentAdded,
+}
+DELETED: dict[str, type[Versioned]] = {"tasks": pm.PmTaskDeleted, "projects": pm.PmProjectDeleted,
+                                       "clients": pm.PmClientCompanyDeleted, "users": pm.PmPortalUserRemoved}
+ENTITY = {"portals": "portal", "users": "portal_user", "clients": "client_company", "projects": "project", "tasks": "task",
+          "comments": "comment"}
+ROLES = {"administrator": "admin", "admin": "admin", "manager": "manager", "employee": "employee", "contractor": "contractor"}
+PROJECT_STATUS = {"active": "active", "completed": "completed", "on hold": "on_hold", "onhold": "on_hold", "archived": "archived"}
+PRIORITY_OUT = {"none": "None", "low": "Low", "medium": "Medium", "high": "High"}
+
+
+class NotPublished(Exception):
+    pass
+
+
+def _zpuid(value: Any) -> str | None:
+    if isinstance(value, dict):
+        v = value.get("zpuid") or value.get("id")
+        return str(v) if v else None
+    return str(value) if value else None
+
+
+def _name(value: Any) -> str:
+    return str(value.get("name", "")) if isinstance(value, dict) else str(value or "")
+
+
+def zoho_time(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(UTC)
+    t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def record_fields(kind: str, portal_id: str, rec: dict[str, Any]) -> dict[str, Any]:
+    rid = str(rec["id"])
+    if kind == "portals":
+        return {"id": rid, "name": rec.get("name") or rec.get("portal_name"),
+                "plan": "free" if str(rec.get("plan", "")).lower() == "free" else "paid", "active": rec.get("active", True)}
+    if kind == "users":
+        return {"portal_id": portal_id, "id": _zpuid(rec) or rid, "email": rec.get("email"), "name": rec.get("name"),
+                "role": ROLES.get(_name(rec.get("role")).lower(), "employee"), "active": rec.get("status", "active") == "active"}
+    if kind == "clients":
+        return {"portal_id": portal_id, "id": rid, "name": rec.get("name")}
+    if kind == "projects":
+        return {"portal_id": portal_id, "id": rid, "name": rec.get("name"), "description": rec.get("description"),
+                "owner_id": _zpuid(rec.get("owner")) or "unknown", "group_id": _zpuid(rec.get("group")),
+                "status": PROJECT_STATUS.get(_name(rec.get("status")).lower() or "active", "active"),
+                "progress_percent": int(rec.get("percent_complete") or 0), "schedule_fixed": bool(rec.get("is_strict")),
+                "start_date": rec.get("start_date"), "end_date": rec.get("end_date"),
+                "custom_fields": rec.get("custom_fields") or {},
+                "user_ids": [u for u in (_zpuid(x) for x in rec.get("users") or []) if u],
+                "client_company_ids": [str(c.get("id")) for c in rec.get("client_companies") or []],
+                "client_user_ids": [str(c.get("id")) for c in rec.get("client_users") or []]}
+    if kind == "tasks":
+        status = rec.get("status") or {}
+        owners = (rec.get("owners_and_work") or {}).get("owners") or rec.get("owners") or []
+        return {"portal_id": portal_id, "project_id": str(rec["project_id"]), "id": rid, "title": rec.get("name"),
+                "description": rec.get("description"), "due_date": rec.get("end_date"),
+                "priority": str(rec.get("priority") or "none").lower(),
+                "status": "closed" if isinstance(status, dict) and status.get("is_closed_type") else "open",
+                "owner_id": _zpuid(owners[0]) if owners else None, "parent_task_id": rec.get("parent_task_id"),
+                "recurring": bool(rec.get("is_recurring")), "add_to_crm": bool(rec.get("add_to_crm"))}
+    if kind == "comments":
+        author = rec.get("created_by") or {}
+        return {"portal_id": portal_id, "project_id": str(rec["project_id"]), "task_id": str(rec["task_id"]), "id": rid,
+                "body": rec.get("comment") or "", "author_id": _zpuid(author) or "unknown", "author_name": _name(author) or "unknown"}
+    raise NotPublished(kind)
+
+
+def upsert_payload(kind: str, fields: dict[str, Any], *, modified_at: datetime, version: int, command_id: Any) -> Payload:
+    try:
+        return UPSERTED[kind].model_validate_json(json.dumps(
+            {**fields, "modified_at": modified_at, "version": version, "command_id": command_id}, default=str))
+    except ValidationError as exc:
+        raise NotPublished(f"does not fit {UPSERTED[kind].__name__}: {exc.errors()[0]['msg']}") from None
+
+
+def task_create_fields(c: cmd.PmTaskCreate) -> dict[str, Any]:
+    fields: dict[str, Any] = {"name": c.title, "description": c.description, "end_date": c.due_date.isoformat() if c.due_date else None,
+                              "priority": PRIORITY_OUT[c.priority], "status": {"name": "Closed" if c.status == "closed" else "Open",
+                                                                               "is_closed_type": c.status == "closed"},
+                              "parent_task_id": c.parent_task_id, "add_to_crm": True}
+    if c.owner_id:
+        fields["owners_and_work"] = {"owners": [{"zpuid": c.owner_id}]}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def task_update_fields(c: cmd.PmTaskUpdate) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for change in c.changes:
+        if change.field == "title":
+            out["name"] = change.value
+        elif change.field == "description":
+            out["description"] = change.value
+        elif change.field == "due_date":
+            out["end_date"] = change.value.isoformat() if change.value else None
+        elif change.field == "priority":
+            out["priority"] = PRIORITY_OUT[change.value]
+        elif change.field == "status":
+            out["status"] = {"name": "Closed" if change.value == "closed" else "Open", "is_closed_type": change.value == "closed"}
+        elif change.field == "owner_id":
+            out["owners_and_work"] = {"owners": [{"zpuid": change.value}] if change.value else []}
+    return out
+
+
+def rejection_code(status: int) -> str:
+    return {404: "not_found", 403: "permission_denied", 400: "invalid", 409: "version_conflict"}.get(status, "other")

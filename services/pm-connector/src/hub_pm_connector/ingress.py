@@ -1,0 +1,179 @@
+"""Zoho Projects -> pm.ingest: a poll per portal with a stored cursor per kind, and the optional workflow webhook.
+
+Projects offers apps no change notifications (its webhooks are workflow rules a portal admin sets up in
+the UI), so the poll is the source of truth and a webhook call only makes the next poll happen now.
+Versions and event ids work as in the CRM connector (hub_zoho.state): the same state is the same event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub_platform import metrics
+from hub_platform.logs import get_logger
+from hub_platform.outbox import write_outbox
+from hub_platform.telemetry import current_trace_headers
+from hub_pm_connector import domain
+from hub_pm_connector.settings import KINDS, PmConnectorSettings
+from hub_schema import Payload, encode, make_event
+from hub_schema.topics import TopicNames
+from hub_zoho import state
+from hub_zoho.api import ZohoApi
+from hub_zoho.orgs import ZohoOrg, load_orgs
+from hub_zoho.projects import ProjectsClient
+
+log = get_logger(__name__)
+
+Emit = Callable[[Payload, str, uuid.UUID], Awaitable[Any]]
+
+REFUSED_WEBHOOKS = metrics.Counter(
+    "hub_connector_webhooks_refused_total", "Projects webhook calls refused because their secret was wrong",
+    ["connector"], registry=metrics.REGISTRY)
+
+
+class Connector:
+    def __init__(self, settings: PmConnectorSettings, orgs: dict[str, ZohoOrg] | None = None,
+                 http: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self.orgs = orgs if orgs is not None else load_orgs(settings.pm_connector_orgs_file)
+        self.apis = {org_id: ZohoApi(org, http) for org_id, org in self.orgs.items()}
+        self.projects = {org_id: ProjectsClient(api) for org_id, api in self.apis.items()}
+        self.topics = TopicNames(settings.kafka.topic_prefix)
+        self.service: Any = None
+        self.poll_now = asyncio.Event()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self.service is not None and self.service.pool is not None, "start the connector first"
+        return self.service.pool
+
+    def outbox_emitter(self, conn: asyncpg.Connection, org_id: str) -> Emit:
+        async def emit(payload: Payload, entity_key: str, event_id: uuid.UUID) -> None:
+            env = make_event(payload, org_id=org_id, entity_key=entity_key, producer=self.settings.service_name, origin="pm",
+                             event_id=event_id)
+            await write_outbox(conn, topic=self.topics(type(payload).TOPIC), key=entity_key, value=encode(env),
+                               headers=current_trace_headers(), event_id=env.event_id)
+        return emit
+
+    async def observe(self, conn: asyncpg.Connection, org_id: str, portal_id: str, kind: str, record_id: str,
+                      rec: dict[str, Any] | None, emit: Emit, command_id: uuid.UUID | None = None,
+                      deleted_fields: dict[str, Any] | None = None) -> Payload | None:
+        """Publish the record's state if it is new (same state -> same version -> same event id)."""
+        if rec is None:
+            if kind not in domain.DELETED or deleted_fields is None:
+                return None
+            fields = None
+        else:
+            try:
+                fields = domain.record_fields(kind, portal_id, rec)
+                domain.upsert_payload(kind, fields, modified_at=domain.zoho_time(rec.get("last_modified_time")), version=0,
+                                      command_id=None)
+            except domain.NotPublished as exc:
+                log.info("zoho projects record not published", org_id=org_id, kind=kind, record_id=record_id, why=str(exc))
+                return None
+        got = await state.version_of(conn, org_id, f"{portal_id}/{kind}", record_id, fields, command_id)
+        if got is None:
+            return None
+        version, cid = got
+        if fields is None:
+            payload: Payload = domain.DELETED[kind].model_validate(
+                {**(deleted_fields or {}), "id": record_id, "modified_at": datetime.now(UTC), "version": version, "command_id": cid})
+        else:
+            payload = domain.upsert_payload(kind, fields, modified_at=domain.zoho_time(rec.get("last_modified_time")),  # type: ignore[union-attr]
+                                            version=version, command_id=cid)
+        await emit(payload, f"{domain.ENTITY[kind]}:{record_id}", state.event_id(org_id, f"{portal_id}/{kind}", record_id, version))
+        return payload
+
+    async def publish(self, org_id: str, portal_id: str, kind: str, records: list[dict[str, Any]]) -> int:
+        published = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            emit = self.outbox_emitter(conn, org_id)
+            for rec in records:
+                if await self.observe(conn, org_id, portal_id, kind, str(rec["id"]), rec, emit) is not None:
+                    published += 1
+        self.service.relay.wake()
+        return published
+
+    # -- the poll -----------------------------------------------------------------------------------
+
+    async def poll(self, org_id: str, *, purpose: str = "poll", since: datetime | None = None,
+                   progress: Callable[[str, int], None] | None = None) -> int:
+        """Publish what changed in each of the org's portals since the stored cursor (per portal and kind).
+
+        The first poll of a portal reads everything (Projects has no history API the backfill could use
+        differently): with `purpose="backfill"` and `since`, that is `hub-connector backfill`."""
+        client = self.projects[org_id]
+        overlap = timedelta(seconds=self.settings.pm_connector_poll_overlap_seconds)
+        portal_ids = set(self.orgs[org_id].portal_ids)
+        published = 0
+        portals = [p for p in await client.portals() if str(p["id"]) in portal_ids]
+        for portal in portals:
+            published += await self.publish(org_id, str(portal["id"]), "portals", [portal])
+        for portal_id in sorted(portal_ids):
+            for kind in KINDS:
+                key = f"{portal_id}/{kind}"
+                cur = await state.cursor(self.pool, org_id, purpose, key)
+                if cur is not None and cur["done"]:
+                    continue
+                start = cur["modified_since"] if cur is not None else since
+                newest = start
+                async for page in client.portal_list(portal_id, kind, start - overlap if start else None):
+                    if page:
+                        published += await self.publish(org_id, portal_id, kind, page)
+                        newest = max([t for t in [newest, *(domain.zoho_time(r.get("last_modified_time")) for r in page)] if t])
+                        await state.save_cursor(self.pool, org_id, purpose, key, newest)
+                        if progress:
+                            progress(key, len(page))
+                await state.save_cursor(self.pool, org_id, purpose, key, newest, done=purpose == "backfill")
+        return published
+
+    async def poll_loop(self, service: Any) -> None:
+        while True:
+            for org_id in self.orgs:
+                try:
+                    await self.poll(org_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("projects poll failed, trying again", org_id=org_id, error=repr(exc))
+            self.poll_now.clear()
+            try:
+                await asyncio.wait_for(self.poll_now.wait(), self.settings.pm_connector_poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- the optional workflow webhook ----------------------------------------------------------------
+
+    async def on_webhook(self, request: Request) -> Response:
+        """A Projects workflow rule's webhook: a hint that something changed; the poll runs now.
+
+        Zoho signs nothing: the rule must send the org's `webhook_secret` in the `X-Hub-Webhook-Secret`
+        header (or a `secret` parameter); it is compared in constant time and a wrong one is refused."""
+        org = self.orgs.get(request.path_params["org_id"])
+        sent = (request.headers.get("X-Hub-Webhook-Secret") or request.query_params.get("secret") or "").encode()
+        expected = org.webhook_secret.get_secret_value().encode() if org and org.webhook_secret else None
+        if expected is None or not hmac.compare_digest(sent, expected):
+            REFUSED_WEBHOOKS.labels(self.settings.service_name).inc()
+            log.warning("projects webhook with a wrong secret refused (possible forgery)", org_id=request.path_params["org_id"],
+                        client=request.client.host if request.client else None)
+            return JSONResponse({"error": "wrong secret"}, 403)
+        self.poll_now.set()
+        return JSONResponse({"accepted": True}, 202)
+
+    def routes(self) -> list[Route]:
+        return [Route("/zoho/projects/webhook/{org_id}", self.on_webhook, methods=["POST"])]
+
+    async def aclose(self) -> None:
+        for api in self.apis.values():
+            await api.aclose()

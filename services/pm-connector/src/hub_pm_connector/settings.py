@@ -1,0 +1,19 @@
+"""PM connector settings (HUB_ prefix; HUB_PM_CONNECTOR_* for its own). Credentials per org come from
+`HUB_ZOHO_ORGS` or the file named by HUB_PM_CONNECTOR_ORGS_FILE (hub_zoho.orgs), never from here."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from hub_platform.settings import ServiceSettings
+
+KINDS = ("users", "clients", "projects", "tasks", "comments")
+
+
+class PmConnectorSettings(ServiceSettings):
+    service_name: str = "pm_connector"
+    http_port: int = 8092
+    pm_connector_orgs_file: str | None = Field(None, description="JSON secrets file of the orgs (HUB_PM_CONNECTOR_ORGS_FILE).")
+    pm_connector_poll_seconds: float = Field(
+        60.0, gt=0, description="Projects has no change notifications for apps: every portal is polled this often.")
+    pm_connector_poll_overlap_seconds: float = Field(2.0, ge=0, description="The poll re-reads this much before its cursor.")
