@@ -159,6 +159,9 @@ async def test_failing_handlers_are_dead_lettered_and_the_rest_of_the_batch_comm
     assert await count_rows(hub_env) == 3
 
 
+@pytest.mark.attack("a message whose handler runs a statement that never finishes, to stall its partition (its org)",
+                    outcome="statement_timeout ends it on each attempt, it is dead-lettered (statement_timeout), "
+                            "the next message on the same key is handled")
 async def test_statement_that_never_finishes_is_dead_lettered_and_the_partition_flows(
         hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
     """A handler statement that would run for an hour is cancelled by statement_timeout on every attempt, then
