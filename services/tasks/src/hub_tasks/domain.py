@@ -26,7 +26,9 @@ answered by a refusal: the hub records `conflict` and sends nothing more for
 that change (`take_back`). So one upstream change causes **at most
 MAX_COMMANDS_PER_CHANGE = 3 commands**: the update of the other side, the
 correction of its own side, and the revert after the other side refused the
-update. The per-task command budget (`spend`) bounds whatever else might loop:
+update (a revert or correction refused only for a stale base version is sent
+again, which needs a newer change of that record in between each time). The
+per-task command budget (`spend`) bounds whatever else might loop:
 a task over budget is parked until a real edit (not an echo) or a resync.
 """
 
