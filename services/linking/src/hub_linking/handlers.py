@@ -467,7 +467,8 @@ async def on_disable(ctx: HandlerContext, event: Event[requests.IntegrationDisab
     await ctx.emit(SyncStopped(portal_id=p.portal_id, stopped_by=actor.crm_user_id, stopped_at=at),
                    entity_key=f"{org}:integration", origin="hub")
     await notify(ctx, org, actor, "sync_stopped", optional=True,
-                 data={"portal_id": p.portal_id, "stopped_at": at.isoformat(), **await _portal_name(ctx, org, p.portal_id)})
+                 data={"portal_id": p.portal_id, "stopped_at": at.isoformat(),
+                       **await _portal_name(ctx, org, p.portal_id)})
 
 
 @requests_handler("hub.integration.resync")

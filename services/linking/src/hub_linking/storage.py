@@ -65,7 +65,8 @@ async def mark_matched(conn: asyncpg.Connection, org_id: str, portal_id: str) ->
 async def upsert_user(conn: asyncpg.Connection, org_id: str, p: Any) -> bool:
     return await upsert_versioned(
         conn, "users", {"org_id": org_id, "crm_user_id": p.crm_user_id},
-        {"email": p.email, "name": p.name, "locale": p.locale, "time_zone": p.time_zone, "active": p.active, "is_admin": p.is_admin,
+        {"email": p.email, "name": p.name, "locale": p.locale, "time_zone": p.time_zone, "active": p.active,
+         "is_admin": p.is_admin,
          "portal_id": p.portal_id, "portal_user_id": p.portal_user_id, "role": p.profile.role,
          "permissions": list(p.profile.permissions)},
         p.revision, version_col="revision")
