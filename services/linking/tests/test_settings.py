@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -197,3 +198,23 @@ async def test_S3_stale_identity_revision_cannot_restore_admin_rights(linking: H
     await linking.enable()
     refusal = await linking.one("linking.request.refused")
     assert refusal.payload.reason_code == "not_admin"
+
+
+@pytest.mark.attack("read the services' logs for service keys (an insider, a log pipeline)",
+                    outcome="every mint is logged with org, who and when; the key and its hash never appear")
+async def test_S24_every_key_minted_is_logged_without_the_key(linking: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    await linking.admin_with_portal()
+    await linking.settled()
+    capsys.readouterr()
+    minted = await linking.new_key()
+    ui_key = "hubk_generated-by-the-ui-" + uuid.uuid4().hex
+    await linking.request(requests.ServiceKeyGenerate(request_id=uuid.uuid4(), acting_user_id="u-admin",
+                                                      key_id=uuid.uuid4(), key_sha256=sha256(ui_key)))
+    await linking.settled()
+    logged = capsys.readouterr().out
+    lines = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
+    mints = [line for line in lines if line.get("event") == "service key minted"]
+    assert [(m["org_id"], m["minted_by"]) for m in mints] == [("org-1", "admin-token"), ("org-1", "u-admin")]
+    assert all(m["minted_at"] and m["key_id"] for m in mints)
+    for secret in (minted, sha256(minted), ui_key, sha256(ui_key), ADMIN_TOKEN):
+        assert secret not in logged

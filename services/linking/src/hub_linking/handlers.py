@@ -517,6 +517,9 @@ async def on_service_key(ctx: HandlerContext, event: Event[requests.ServiceKeyGe
     p = event.payload
     actor = await _admin(ctx, event)
     await storage.store_service_key(ctx.conn, event.org_id, p.key_id, p.key_sha256, actor.crm_user_id)
+    # the audit trail of every key minted (as the HTTP path logs it): org, who, when; never the key nor its hash
+    ctx.log.info("service key minted", org_id=event.org_id, key_id=str(p.key_id), minted_by=actor.crm_user_id,
+                 credential="hub.service_key.generate", minted_at=now().isoformat())
     await ctx.emit(ServiceKeyRotated(key_id=p.key_id, key_sha256=p.key_sha256, rotated_by=actor.crm_user_id,
                                      rotated_at=now()),
                    entity_key=f"{event.org_id}:service_key", origin="hub")
