@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -80,31 +82,66 @@ async def _admin(env: HubEnv) -> AIOKafkaAdminClient:
     return admin
 
 
+async def _handled(env: HubEnv, count: int, timeout: float = 90) -> list[uuid.UUID]:
+    """Wait until `count` pings have their row (or the timeout passes); return the event ids handled."""
+    conn = await asyncpg.connect(with_database(env.admin_dsn, env.database))
+    try:
+        deadline = time.monotonic() + timeout
+        while await conn.fetchval("SELECT count(*) FROM echo.echo_pings") < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        return [r["event_id"] for r in await conn.fetch("SELECT event_id FROM echo.echo_pings")]
+    finally:
+        await conn.close()
+
+
+async def _lag_partitions(replica: Replica) -> set[str]:
+    """Partitions whose lag this replica exports (hub_consumer_lag series)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"http://127.0.0.1:{replica.port}/metrics")).text
+    return set(re.findall(r'^hub_consumer_lag\{[^}]*partition="(\d+)"[^}]*\}', text, re.M))
+
+
+async def _send_pings(probe: KafkaProbe, seqs: range, sent: list[uuid.UUID]) -> None:
+    for i in seqs:
+        ping = make_event(DiagPing(seq=i), org_id="org-1", entity_key=f"diag:{i % 24}", producer="test", origin="crm")
+        await probe.send(ping, topics.CRM_INGEST)
+        sent.append(ping.event_id)
+
+
 async def test_two_replicas_split_partitions_and_hand_over_on_a_graceful_stop(
     echo_replicas: tuple[HubEnv, list[Replica]], kafka_probe: KafkaProbe, tmp_path: Path,
 ) -> None:
     env, replicas = echo_replicas
-    for n in (1, 2):
-        replicas.append(Replica(env.env("echo"), tmp_path / f"echo-{n}.log"))
-    await asyncio.gather(*(r.wait_ready() for r in replicas))
+    sent: list[uuid.UUID] = []
+    replicas.append(Replica(env.env("echo"), tmp_path / "echo-1.log"))
+    await replicas[0].wait_ready()
+    await _send_pings(kafka_probe, range(0, 48), sent)  # 24 keys: every partition, all on the first replica
+    assert len(await _handled(env, len(sent))) == len(sent)
+    alone = await _lag_partitions(replicas[0])
+
+    replicas.append(Replica(env.env("echo"), tmp_path / "echo-2.log"))
+    await replicas[1].wait_ready()
     admin = await _admin(env)
     try:
         partitions = await topic_partitions(admin, [env.topic(topics.CRM_INGEST)])
         took, view = await wait_settled(admin, "echo", partitions, members=2)
-        print(f"\ntwo replicas own the {len(partitions)} partitions {took:.2f}s after both were ready")
+        print(f"\ntwo replicas own the {len(partitions)} partitions {took:.2f}s after the second was ready")
         assert view.owned_twice() == []
         assert all(m.partitions for m in view.members), view  # split: each owns some
         assert set().union(*(m.partitions for m in view.members)) == set(partitions)
 
-        # traffic over 24 keys while the second replica is stopped gracefully halfway
-        sent = []
-        for i in range(600):
-            if i == 300:
+        await _send_pings(kafka_probe, range(48, 348), sent)
+        assert len(await _handled(env, len(sent))) == len(sent)
+        first, second = await _lag_partitions(replicas[0]), await _lag_partitions(replicas[1])
+        assert len(alone) == len(partitions) and first and second  # each reports the partitions it owns...
+        assert not first & second  # ...and the first forgot those it gave up in the rebalance
+
+        # more traffic while the second replica is stopped gracefully halfway
+        for i in range(348, 648, 50):
+            if i == 498:
                 replicas[1].signal(signal.SIGTERM)
                 handover = asyncio.create_task(wait_settled(admin, "echo", partitions, members=1))
-            ping = make_event(DiagPing(seq=i), org_id="org-1", entity_key=f"diag:{i % 24}", producer="test", origin="crm")
-            await kafka_probe.send(ping, topics.CRM_INGEST)
-            sent.append(ping.event_id)
+            await _send_pings(kafka_probe, range(i, i + 50), sent)
         assert await replicas[1].wait_exit() == -signal.SIGTERM  # uvicorn re-raises the signal once shut down
         assert "service stopped" in replicas[1].log.read_text()  # graceful: the batch in hand committed
         took, view = await handover
@@ -113,18 +150,14 @@ async def test_two_replicas_split_partitions_and_hand_over_on_a_graceful_stop(
     finally:
         await admin.close()
 
-    dsn = with_database(env.admin_dsn, env.database)
-    conn = await asyncpg.connect(dsn)
+    handled = await _handled(env, len(sent))
+    conn = await asyncpg.connect(with_database(env.admin_dsn, env.database))
     try:
-        deadline = time.monotonic() + 90
-        while await conn.fetchval("SELECT count(*) FROM echo.echo_pings") < len(sent) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        handled = await conn.fetch("SELECT event_id FROM echo.echo_pings")
         inbox = await conn.fetchval("SELECT count(*) FROM echo.inbox WHERE consumer = 'echo'")
         dead = await conn.fetchval("SELECT count(*) FROM echo.dead_letter_log")
     finally:
         await conn.close()
-    assert sorted(r["event_id"] for r in handled) == sorted(sent)  # every event's effect, once (event_id is the key)
+    assert sorted(handled) == sorted(sent)  # every event's effect, once (event_id is the key)
     assert inbox == len(sent)
     assert dead == 0  # a second run of a handled event would have hit the primary key and been dead-lettered
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 import uvicorn
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -85,6 +85,23 @@ async def _decoder(msg: Any, original: Callable[..., Any]) -> Any:
     return None
 
 
+class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Logs what this replica owns after each rebalance and forgets the lag of the partitions it gave up (another
+    replica reports them now; a stale value here would keep a lag alert firing)."""
+
+    def __init__(self, service: HubService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(self.service.name, self.service.topics.logical(tp.topic), str(tp.partition))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned", count=len(assigned),
+                 partitions=sorted(f"{self.service.topics.logical(tp.topic)}:{tp.partition}" for tp in assigned))
+
+
 class HubService:
     """One hub service process: consumer group `settings.service_name`, its schema, its relay."""
 
@@ -146,6 +163,7 @@ class HubService:
             session_timeout_ms=self.settings.kafka.session_timeout_ms,
             # the others learn of a rebalance (a replica joined or left) at their next heartbeat
             heartbeat_interval_ms=min(1000, self.settings.kafka.session_timeout_ms // 10),
+            listener=_RebalanceListener(self),
             batch=True,
             max_records=self.settings.kafka.batch_max_records,
             batch_timeout_ms=self.settings.kafka.batch_timeout_ms,
@@ -181,7 +199,6 @@ class HubService:
         last: dict[tuple[str, int], int] = {}
         for record in message.raw_message:
             last[(record.topic, record.partition)] = record.offset
-        from aiokafka import TopicPartition
 
         for (topic, partition), offset in last.items():
             high = consumer.highwater(TopicPartition(topic, partition))
