@@ -68,6 +68,18 @@ def test_every_service_has_the_same_shape(service: str) -> None:
     assert data["project"]["entry-points"]["hub.services"][service] == f"hub_{service}.main:build"
 
 
+@pytest.mark.parametrize("connector", ("crm-connector", "pm-connector"))
+def test_every_connector_has_the_service_shape(connector: str) -> None:
+    """The Zoho connectors are platform services too (own schema, group, script), started instead of the sandbox."""
+    base = ROOT / "services" / connector
+    pkg = base / "src" / f"hub_{connector.replace('-', '_')}"
+    for path in (pkg / "settings.py", pkg / "domain.py", pkg / "storage.py", pkg / "handlers.py", pkg / "main.py",
+                 base / "migrations", base / "tests"):
+        assert path.exists(), f"services/{connector} lacks {path.relative_to(base)}"
+    data = tomllib.loads((base / "pyproject.toml").read_text())
+    assert data["project"]["scripts"][f"hub-{connector}"] == f"hub_{connector.replace('-', '_')}.main:main"
+
+
 def test_topic_catalog_names_every_services_subscriptions() -> None:
     """The catalog is documentation people rely on: it must say who consumes what, truthfully."""
     from importlib.metadata import entry_points
