@@ -17,7 +17,7 @@ import pytest
 from hub_devstack.e2e import hub_stack
 from hub_devstack.pytest_plugin import HubEnv
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]  # 10,000 upstream records through every service
 
 CLIENTS = 5000
 MATCHED = 4000  # clients 1..4000 have an account of the same name; the other 1,000 have none
