@@ -23,8 +23,9 @@ class Body(Input):
     name: str
 
 
-def app(token: str = OPERATOR, max_bytes: int = 1024) -> Starlette:
-    auth = AnyOf(TokenAuth(lambda: SecretStr(token), "operator", "HUB_OPERATOR_TOKEN"))
+def app(token: str = OPERATOR, max_bytes: int = 1024, *, any_of: bool = False) -> Starlette:
+    auth = TokenAuth(lambda: SecretStr(token), "operator", "HUB_OPERATOR_TOKEN")
+    auth = AnyOf(TokenAuth(lambda: SecretStr(""), "admin", "HUB_ADMIN_TOKEN"), auth) if any_of else auth
 
     @endpoint(auth, query=Page, body=Body)
     async def echo(request: Request, caller: Caller, *, query: Page, body: Body) -> JSONResponse:
@@ -49,6 +50,13 @@ async def test_an_empty_configured_token_accepts_no_one() -> None:
     for headers in ({}, {"Authorization": "Bearer"}, {"X-Hub-Service-Key": ""}):
         r = await call(app(token=""), json={"name": "x"}, headers=headers)
         assert r.status_code == 401 and "not set" in r.json()["detail"]
+
+
+async def test_any_of_accepts_the_first_way_that_accepts_and_names_them_all_otherwise() -> None:
+    ok = await call(app(any_of=True), json={"name": "x"}, headers={"Authorization": f"Bearer {OPERATOR}"})
+    assert ok.status_code == 200 and ok.json()["kind"] == "operator"
+    refused = await call(app(any_of=True), json={"name": "x"}, headers={"Authorization": "Bearer nope"})
+    assert refused.status_code == 401 and "admin token" in refused.json()["detail"] and "operator token" in refused.json()["detail"]
 
 
 @pytest.mark.parametrize("params", [{"limit": MAX_PAGE_SIZE + 1}, {"limit": 0}, {"after": -1}, {"org_id": "x"}])

@@ -155,13 +155,13 @@ class AnyOf(Auth):
         self.description = " or ".join(w.description for w in ways)
 
     async def __call__(self, request: Request) -> Caller:
-        last: HttpError | None = None
         for way in self.ways:
             try:
                 return await way(request)
             except HttpError as exc:
-                last = exc
-        raise last or unauthorized("credentials required")
+                if exc.status != 401:
+                    raise
+        raise unauthorized(f"{self.description} is required")
 
 
 # -- tokens at start-up ---------------------------------------------------------------------------
