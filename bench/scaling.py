@@ -90,7 +90,7 @@ async def one_row(service: str, replicas: int, events: int, infra: h.Infra, dbs:
         await p.start()
         for proc in extra:
             proc.start()
-        await asyncio.gather(*(proc.wait_ready() for proc in extra))
+        await asyncio.gather(*(proc.wait_ready(timeout=300) for proc in extra))
         topics = sorted(t for t in (await describe_group(admin, sc.service)).topics if t.startswith(p.prefix))
         partitions = await topic_partitions(admin, topics)
         settle_s, view = await wait_settled(admin, sc.service, partitions, members=replicas)
@@ -122,16 +122,20 @@ async def run(infra: h.Infra, dbs: h.Databases, run_dir: Path) -> dict[str, Any]
     service = os.environ.get("HUB_BENCH_SCALING_SERVICE", "tasks")
     counts = [int(x) for x in os.environ.get("HUB_BENCH_SCALING_REPLICAS", "1,2,3").split(",") if x.strip()]
     events = int(os.environ.get("HUB_BENCH_SCALING_EVENTS", 6000))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n in counts:
         h.log(f"scaling: {service} with {n} replica(s), {events} events as a backlog")
-        rows.append(await one_row(service, n, events, infra, dbs, run_dir))
+        try:
+            rows.append(await one_row(service, n, events, infra, dbs, run_dir))
+        except Exception as exc:  # noqa: BLE001 - a row that failed is reported as such; the others stand
+            h.log(f"scaling: {service} x{n} failed: {exc!r}")
+            rows.append({"replicas": n, "error": f"{type(exc).__name__}: {exc}"[:300]})
     return {"service": service, "events": events, "rows": rows, "cpus": psutil.cpu_count()}
 
 
 def render(s: dict[str, Any]) -> str:
-    rows = s["rows"]
-    base = rows[0]["steady_rate"] if rows else 0
+    rows = [r for r in s["rows"] if "error" not in r]
+    base = rows[0]["steady_rate"] if rows and rows[0]["replicas"] == 1 else 0
     out = [f"{s['service']}, {s['events']} events as a backlog per row, {s['cpus']} CPUs shared by everything below. "
            "CPU: % of one core during the run (the PostgreSQL row includes its backends).", ""]
     table_rows = []
@@ -147,6 +151,7 @@ def render(s: dict[str, Any]) -> str:
     out.append(h.table(table_rows, ["replicas", "events/s", "vs 1", "CPU % per replica", "PostgreSQL", "Kafka", "bench",
                                     "ours", "other processes", "machine", "load avg", "busiest of ours",
                                     "group settled (s)"]))
+    out += [f"\n{r['replicas']} replica(s): not measured ({r['error']})" for r in s["rows"] if "error" in r]
     return "\n".join(out)
 
 

@@ -133,6 +133,10 @@ class ServiceProc:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def replica(self, index: int) -> ServiceProc:
+        """Another process of the same service (same consumer group and database), on its own HTTP port."""
+        return ServiceProc(f"{self.name}-{index}", self.argv, {**self.env, "HUB_HTTP_PORT": str(free_port())}, self.log.parent)
+
     def kill(self) -> None:
         """SIGKILL, by pid (our own child)."""
         if self.alive():
@@ -348,6 +352,51 @@ class Watcher:
             if t >= t0 and name == PREFIX + topic:
                 return t
         return None
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+class OwnershipWatch:
+    """Asks the group coordinator every 0.2 s who owns which partition, for every group, through the whole run:
+    a partition owned by two members of a Stable group would let two replicas work on one key at once."""
+
+    def __init__(self, bootstrap: str, groups: dict[str, list[str]]) -> None:
+        self.bootstrap = bootstrap
+        self.groups = groups
+        self.samples = 0
+        self.owned_twice: list[str] = []
+        self.most_members: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        from hub_platform.groups import describe_group
+
+        while True:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+            try:
+                await admin.start()
+                while True:
+                    for group, logical in self.groups.items():
+                        view = (await describe_group(admin, group)).reading({PREFIX + t for t in logical})
+                        self.samples += 1
+                        self.most_members[group] = max(self.most_members.get(group, 0), len(view.members))
+                        if view.state == "Stable" and view.owned_twice():
+                            self.owned_twice.append(f"{group}: {view.owned_twice()}")
+                    await asyncio.sleep(0.2)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # broker restarts are part of the run
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await admin.close()
 
     async def stop(self) -> None:
         if self._task:
@@ -578,6 +627,9 @@ class Figures:
     final_lag: int | None = None
     services_ready: dict[str, bool] = field(default_factory=dict)
     services_restarts: dict[str, int] = field(default_factory=dict)
+    ownership_samples: int = 0
+    most_members: dict[str, int] = field(default_factory=dict)
+    owned_twice: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def fault_counts(self) -> Counter[str]:
@@ -603,6 +655,8 @@ class Figures:
             f"  services ready at end  " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in self.services_ready.items()),
             f"  service restarts       " + ", ".join(f"{k}={v}" for k, v in self.services_restarts.items()),
             f"  producer re-sends      {self.producer_retries} (broker outages)",
+            f"  partition ownership    {len(self.owned_twice)} partitions owned twice in {self.ownership_samples} samples "
+            f"of the groups; most members: " + ", ".join(f"{k}={v}" for k, v in sorted(self.most_members.items())),
             "  recovery per fault (s from injection):   kind / target / down / first output / lag normal + ready",
         ]
         for f in self.faults:

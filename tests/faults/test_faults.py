@@ -25,7 +25,7 @@ import asyncpg
 import pytest
 
 from faultkit import (
-    FaultRecord, Figures, Infra, LagProbe, PingTraffic, Producer, Recovery, ServiceProc, Watcher,
+    FaultRecord, Figures, Infra, LagProbe, OwnershipWatch, PingTraffic, Producer, Recovery, ServiceProc, Watcher,
     check_echo, check_notifications, check_tasks, echo_service, negative_controls, notifications_service, now,
     tasks_service, write_last_run,
 )
@@ -75,7 +75,7 @@ async def tasks_setup(infra: Infra, producer: Producer) -> None:
 
 
 async def inject(fault: str, infra: Infra, services: dict[str, ServiceProc], rnd: random.Random) -> tuple[FaultRecord, str]:
-    """Fault names: kill:<svc>, failpoint:<point>:<svc>, kafka, postgres, smtp. Returns the record and the
+    """Fault names: kill:<svc>, failpoint:<point>:<svc>, scale-up:<svc>, scale-down:<svc>, kafka, postgres, smtp. Returns the record and the
     topic whose next message shows the system working again."""
     kind, _, rest = fault.partition(":")
     if kind == "failpoint":
@@ -101,6 +101,14 @@ async def inject(fault: str, infra: Infra, services: dict[str, ServiceProc], rnd
             svc.kills += 1
         rec.injected_at = now()
         svc.start()
+    elif kind == "scale-up":  # a second replica joins the group mid-stream
+        replica = services[target].replica(2)
+        replica.start()
+        await replica.wait_ready(120)
+        rec.injected_at = now()
+        services[replica.name] = replica
+    elif kind == "scale-down":  # ... and leaves it gracefully (SIGTERM: its batch commits, LeaveGroup)
+        services.pop(f"{target}-2").stop()
     elif kind == "kafka":
         await infra.restart_kafka(down=2.0)
     elif kind == "postgres":
@@ -129,6 +137,7 @@ async def run_suite(mode: str, *, min_events: int, rate: float, plan: list[str],
     logdir.mkdir(parents=True, exist_ok=True)
     services: dict[str, ServiceProc] = {}
     watcher: Watcher | None = None
+    ownership: OwnershipWatch | None = None
     traffic_task: asyncio.Task[None] | None = None
     producer: Producer | None = None
     try:
@@ -141,6 +150,8 @@ async def run_suite(mode: str, *, min_events: int, rate: float, plan: list[str],
             await svc.wait_ready(90)
         watcher = Watcher(infra.bootstrap, [topics.TASKS_EVENTS, topics.NOTIFICATION_OUTCOMES, topics.CRM_COMMANDS])
         await watcher.start()
+        ownership = OwnershipWatch(infra.bootstrap, GROUPS)
+        await ownership.start()
         producer = Producer(infra.bootstrap)
         await tasks_setup(infra, producer)
         traffic = PingTraffic(producer, total=10**9, rate=rate, notify_every=8, tasks_every=8, consumers=CONSUMERS)
@@ -193,6 +204,10 @@ async def run_suite(mode: str, *, min_events: int, rate: float, plan: list[str],
             traffic_task.cancel()
         if watcher is not None:
             await watcher.stop()
+        if ownership is not None:
+            await ownership.stop()
+            figures.ownership_samples, figures.owned_twice = ownership.samples, ownership.owned_twice
+            figures.most_members = ownership.most_members
         if producer is not None:
             await producer.close()
         for svc in services.values():
@@ -202,6 +217,10 @@ async def run_suite(mode: str, *, min_events: int, rate: float, plan: list[str],
     for f in figures.faults:
         if f.recovered_s is None:
             figures.problems.append(f"no recovery within {RECOVERY_TIMEOUT:.0f}s after {f.kind} of {f.target}")
+    if figures.owned_twice:
+        figures.problems.append(f"partitions owned by two members at once: {figures.owned_twice[:5]}")
+    if figures.ownership_samples == 0:
+        figures.problems.append("the partition ownership was never sampled")
     if figures.final_lag != 0:
         figures.problems.append(f"consumer lag at the end: {figures.final_lag}")
     if not all(figures.services_ready.values()):
@@ -239,14 +258,14 @@ def assert_clean(figures: Figures) -> None:
     assert not figures.problems, figures.text()
 
 
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(600)
 async def test_faults_short() -> None:
     """Short run: 5 service kills in two rounds (external SIGKILL, consumer / relay / mid-send failpoints),
     one broker restart, one PostgreSQL restart, an SMTP outage, every kind of bad input; nothing lost or
     doubled, and negative controls showing the checks catch a lost and a doubled effect."""
-    plan = ["kill:echo+failpoint:consumer.after_commit:notifications+failpoint:relay.after_publish:tasks", "kafka",
-            "failpoint:notifications.after_smtp_accept:notifications+failpoint:consumer.after_commit:tasks",
-            "postgres", "smtp"]
+    plan = ["kill:echo+failpoint:consumer.after_commit:notifications+failpoint:relay.after_publish:tasks", "scale-up:tasks",
+            "kafka", "failpoint:notifications.after_smtp_accept:notifications+failpoint:consumer.after_commit:tasks",
+            "scale-down:tasks", "postgres", "smtp"]
     figures = await run_suite("short", min_events=2000, rate=60, plan=plan, controls=True)
     assert_clean(figures)
 
@@ -263,6 +282,8 @@ async def test_faults_long() -> None:
                   "kill:tasks", "failpoint:consumer.after_commit:echo", "failpoint:relay.after_publish:tasks",
                   "failpoint:relay.after_publish:notifications", "failpoint:consumer.after_commit:notifications"]
     plan = [kill_kinds[i % len(kill_kinds)] for i in range(kills)]
+    plan[1:1] = ["scale-up:echo", "scale-up:tasks"]  # two replicas each for most of the run ...
+    plan[len(plan) - 2:len(plan) - 2] = ["scale-down:echo+scale-down:tasks"]  # ... one again before the end
     infra_faults = ["kafka", "postgres", "smtp", "kafka", "postgres", "smtp"]
     step = max(1, len(plan) // len(infra_faults))
     for i, fault in enumerate(infra_faults):
