@@ -73,6 +73,11 @@ async def connectors(env: HubEnv, stack: HubStack, fake: FakeZoho, zoho_url: str
             await pm.aclose()
 
 
+def say(text: str) -> None:
+    """The story's steps, shown by `make demo ZOHO=fake` (pytest -s)."""
+    print(f"  {text}", flush=True)
+
+
 async def request(probe: KafkaProbe, request_type: str, **fields: Any) -> None:
     """What the integration's UI in the CRM sends (hub.requests)."""
     model = lookup(request_type, None)
@@ -95,15 +100,18 @@ async def test_S12_S1_crm_task_to_projects_and_back_through_the_zoho_connectors(
                                       "status": "active", "users": [{"zpuid": "pu-ada"}]})
     async with serving(fake) as zoho_url, hub_stack(hub_env, tmp_path, ("identity", "linking", "tasks", "notifications")) as stack, \
             connectors(hub_env, stack, fake, zoho_url) as (crm, pm):
+        say(f"fake Zoho at {zoho_url}; CRM connector notified at {crm.notify_url(ORG)}")
         await crm.backfill(ORG, None)  # the org, its admin and Acme (hub-connector backfill)
         await pm.poll(ORG)  # the portal, its user and the project
         await stack.quiesce(SETTLE)
+        say(f"1. backfill: CRM org, admin {admin['email']}, account Acme {acme['id']}; Projects portal {PORTAL}, project {project['id']}")
         await request(kafka_probe, "hub.integration.enable", acting_user_id=admin["id"], portal_id=PORTAL, field_mapping=[],
                       permissions=WITH_ADD_TASK, deal_won_creates_project=False)
         await stack.quiesce(SETTLE)
         await request(kafka_probe, "hub.project.associate", acting_user_id=admin["id"], record_type="account",
                       record_id=acme["id"], project_id=project["id"])
         await stack.quiesce(SETTLE)
+        say(f"2. integration enabled with portal {PORTAL}; project 'Acme rollout' associated with Acme")
 
         # S12: Ada saves a task on Acme in Zoho CRM with "add to the PM tool"; Zoho notifies the connector
         crm_task = fake.ui_crm("Tasks", {"Subject": "Site survey", "What_Id": {"id": acme["id"]}, "$se_module": "Accounts",
@@ -114,6 +122,7 @@ async def test_S12_S1_crm_task_to_projects_and_back_through_the_zoho_connectors(
         pm_tasks = [t for t in fake.pm["tasks"].values() if t["name"] == "Site survey"]
         assert len(pm_tasks) == 1, f"expected one task in Zoho Projects, got {list(fake.pm['tasks'].values())}"
         pm_task = pm_tasks[0]
+        say(f"3. CRM task {crm_task['id']} 'Site survey' (add to PM) -> Zoho Projects task {pm_task['id']} in {project['id']}")
         assert (pm_task["project_id"], pm_task["priority"], pm_task["end_date"]) == (project["id"], "High", "2026-12-05")
 
         # S1: someone closes it in Zoho Projects; the PM poll sees it and the CRM task follows
@@ -121,4 +130,6 @@ async def test_S12_S1_crm_task_to_projects_and_back_through_the_zoho_connectors(
         await pm.poll(ORG)
         await stack.quiesce(SETTLE)
         assert fake.crm["Tasks"][crm_task["id"]]["Status"] == "Completed"
+        say(f"4. closed in Zoho Projects -> CRM task {crm_task['id']} status {fake.crm['Tasks'][crm_task['id']]['Status']}")
+        say(f"   Zoho calls: {len(fake.calls)}, throttled {fake.throttled}, access tokens issued {len(fake.issued)}")
         assert len(fake.crm["Tasks"]) == 1 and len(fake.pm["tasks"]) == 1, "nothing mirrored back and forth twice"
