@@ -52,8 +52,12 @@ security-doc: install ## run every attack-marked test and rewrite the attack tab
 	HUB_SECURITY_REPORT=reports/security.json $(UV) run pytest -m attack -p no:randomly $(PYTEST_ARGS); status=$$?; \
 	$(UV) run python -m hub_devstack.security_report reports/security.json docs/security.md && exit $$status
 
-demo: ## tell a story through the FAQ against the stack `make up` runs (STATE_DIR); prints where to look
+demo: ## tell a story through the FAQ against the stack `make up` runs (STATE_DIR); ZOHO=fake: a task through both Zoho connectors and a fake Zoho (own servers)
+ifeq ($(ZOHO),fake)
+	$(UV) run pytest tests/e2e/test_S12_S1_zoho_connectors.py -s -q -p no:cacheprovider
+else
 	$(UV) run python -m hub_sandbox.demo --state-dir $(or $(HUB_STATE_DIR),$(STATE_DIR))
+endif
 
 bench: install ## throughput, latency, lag and memory of the pipeline on the local stack; figures to bench/RESULTS.md
 	HUB_BENCH_COMMAND="make bench" $(UV) run python -m bench

@@ -116,3 +116,20 @@ async def test_projects_partial_207_reports_each_task(zoho: tuple[FakeZoho, Zoho
     assert [(r.ok, r.code) for r in results] == [(True, "SUCCESS"), (False, "NOT_FOUND")]
     assert ("PATCH", f"/api/v3/portal/p1/projects/{project['id']}/tasks", 207) in fake.calls
     assert fake.pm["tasks"][task["id"]]["priority"] == "high"
+
+
+async def test_daily_credits_wait_for_the_next_day_instead_of_failing() -> None:
+    from datetime import UTC, datetime
+
+    from hub_zoho.api import DailyCredits
+
+    now = [datetime(2026, 11, 30, 23, 59, 59, 950_000, tzinfo=UTC).timestamp()]
+    credits = DailyCredits(2, clock=lambda: now[0])
+    await credits.spend()
+    await credits.spend()
+    third = asyncio.create_task(credits.spend())
+    await asyncio.sleep(0.01)
+    assert not third.done(), "the day's credits are spent: the call waits"
+    now[0] += 1.0  # midnight passed
+    await asyncio.wait_for(third, 5)
+    assert credits.used == 1

@@ -64,6 +64,23 @@ class CrmClient:
                 return
             page += 1
 
+    async def users(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            resp = await self.api.request("GET", f"{self.base}/users", params={"type": "AllUsers", "page": page, "per_page": PER_PAGE})
+            if resp.status_code == 204:
+                return out
+            body = resp.json()
+            out.extend(body.get("users", []))
+            if not body.get("info", {}).get("more_records"):
+                return out
+            page += 1
+
+    async def org(self) -> dict[str, Any]:
+        resp = await self.api.request("GET", f"{self.base}/org")
+        return resp.json()["org"][0]
+
     async def insert(self, module: str, records: Sequence[dict[str, Any]]) -> list[ItemResult]:
         return await self._write("POST", module, records)
 

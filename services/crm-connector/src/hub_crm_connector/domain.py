@@ -54,7 +54,10 @@ KINDS = {
     "Leads": Kind("lead", crm.CrmLeadUpserted, crm.CrmLeadDeleted),
     "Tasks": Kind("task", crm.CrmTaskUpserted, crm.CrmTaskDeleted),
     "Notes": Kind("note", crm.CrmNoteCreated, None),
+    "Users": Kind("user", crm.CrmUserUpserted, crm.CrmUserDeactivated),
+    "Org": Kind("org", crm.CrmOrgUpserted, None),
 }
+EDITIONS = ("free", "trial", "standard", "professional", "enterprise", "ultimate")
 
 
 class NotPublished(Exception):
@@ -127,6 +130,15 @@ def record_fields(module: str, rec: dict[str, Any]) -> dict[str, Any]:
         return {"id": rec["id"], "record_type": record_type, "record_id": _id(rec.get("Parent_Id")),
                 "title": rec.get("Note_Title") or None, "body": rec.get("Note_Content") or "",
                 "author_id": _id(rec.get("Created_By")) or owner or "unknown"}
+    if module == "Users":
+        profile = rec.get("profile") or {}
+        return {"id": rec["id"], "email": rec.get("email"), "name": rec.get("full_name") or rec.get("last_name") or rec.get("email"),
+                "active": rec.get("status", "active") == "active", "is_admin": profile.get("name") == "Administrator",
+                "locale": "ja" if str(rec.get("locale", "")).startswith("ja") else "en"}
+    if module == "Org":
+        paid_type = str((rec.get("license_details") or {}).get("paid_type") or "").lower()
+        return {"id": rec["hub_org_id"], "name": rec.get("company_name"),
+                "edition": paid_type if paid_type in EDITIONS else "enterprise"}
     raise NotPublished(f"module {module} is not published")
 
 

@@ -175,7 +175,7 @@ class Connector:
 
     async def poll(self, org_id: str) -> int:
         """Publish what changed since the stored cursor in every module (what a lost notification left out)."""
-        published = 0
+        published = await self.sync_directory(org_id)
         overlap = timedelta(seconds=self.settings.crm_connector_poll_overlap_seconds)
         for module in self.settings.crm_connector_modules:
             cur = await storage.cursor(self.pool, org_id, "poll", module)
@@ -191,6 +191,16 @@ class Connector:
             await storage.save_cursor(self.pool, org_id, "poll", module, newest)
         return published
 
+    # -- users and the org (no notifications: read each poll and backfill) ----------------------------
+
+    async def sync_directory(self, org_id: str) -> int:
+        """The org (its edition matters, S8) and its users (admins set the integration up, S3)."""
+        crm = self.crm[org_id]
+        users = await crm.users()
+        org = {**await crm.org(), "hub_org_id": org_id}
+        published = await self.ingest(org_id, "Users", [str(u["id"]) for u in users], records=users)
+        return published + await self.ingest(org_id, "Org", [org_id], records=[{**org, "id": org_id}])
+
     # -- backfill -------------------------------------------------------------------------------------
 
     async def backfill(self, org_id: str, since: datetime | None, *, restart: bool = False,
@@ -201,7 +211,7 @@ class Connector:
         on where it stopped; records read twice are the same events. `restart` forgets the cursors."""
         if restart:
             await storage.reset_cursors(self.pool, org_id, "backfill")
-        published = 0
+        published = await self.sync_directory(org_id)
         for module in self.settings.crm_connector_modules:
             cur = await storage.cursor(self.pool, org_id, "backfill", module)
             if cur is not None and cur["done"]:

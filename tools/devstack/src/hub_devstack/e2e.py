@@ -178,7 +178,8 @@ class HubStack:
 
 
 @contextlib.asynccontextmanager
-async def hub_stack(env: HubEnv, tmp_path: Path) -> AsyncIterator[HubStack]:
+async def hub_stack(env: HubEnv, tmp_path: Path, services: tuple[str, ...] = SERVICES) -> AsyncIterator[HubStack]:
+    """`services`: leave out "sandbox" when connectors to a (fake) Zoho stand in for it."""
     smtp = SmtpSink(tmp_path / "mailbox", port=free_port())
     smtp.start()
     stack = HubStack(env=env, smtp=smtp)
@@ -190,7 +191,7 @@ async def hub_stack(env: HubEnv, tmp_path: Path) -> AsyncIterator[HubStack]:
         "HUB_OBS__LOG_LEVEL": "warning",
     }
     try:
-        for name in SERVICES:
+        for name in services:
             port = free_port()
             service = _build(name, env, {**extra, "HUB_HTTP_PORT": str(port)})
             server = uvicorn.Server(uvicorn.Config(service.asgi(), host="127.0.0.1", port=port, log_level="warning", lifespan="on"))

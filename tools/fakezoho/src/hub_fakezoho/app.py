@@ -2,7 +2,8 @@
 
 Accounts  POST /oauth/v2/token                     refresh-token grant; tokens expire (`token_ttl`); at most
                                                    10 access tokens per refresh token per 10 minutes
-CRM       GET|POST|PUT|DELETE /crm/{v}/{module}    records (`ids=`, `If-Modified-Since`, `page`/`per_page`);
+CRM       GET /crm/{v}/users, GET /crm/{v}/org        users (type=AllUsers) and the org itself
+          GET|POST|PUT|DELETE /crm/{v}/{module}    records (`ids=`, `If-Modified-Since`, `page`/`per_page`);
                                                    writes of at most 100 records, 201/200 all, 207 some, 400 none
           POST /crm/{v}/actions/watch               notification channels (default expiry 1 h, at most 1 day
                                                    before v4, a week from v4); Zoho POSTs changes to notify_url
@@ -92,6 +93,8 @@ class FakeZoho:
     channels: dict[int, Channel] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)  # access token -> expiry (monotonic)
     issued: deque[float] = field(default_factory=deque)
+    org: dict[str, Any] = field(default_factory=lambda: {"id": "10001", "company_name": "Fake Org",
+                                                         "license_details": {"paid_type": "enterprise", "paid": True}})
     notifications_sent: list[dict[str, Any]] = field(default_factory=list)
     notifications_dropped: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, str, int]] = field(default_factory=list)
@@ -231,6 +234,27 @@ class FakeZoho:
     def ui_crm_delete(self, module: str, record_id: str) -> None:
         self.crm[module].pop(record_id, None)
         self.notify(module, "delete", [record_id])
+
+    def ui_crm_user(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """An admin adds or changes a CRM user (Setup > Users); users have no notifications, the poll reads them."""
+        rid = str(fields.get("id") or self.new_id())
+        rec = {**self.crm["users"].get(rid, {"status": "active", "profile": {"name": "Standard"}, "locale": "en_US"}), **fields, "id": rid}
+        self._stamp(rec, "Created_Time" not in rec)
+        self.crm["users"][rid] = rec
+        return rec
+
+    async def crm_users(self, request: Request) -> Response:
+        q = request.query_params
+        rows = sorted(self.crm["users"].values(), key=lambda r: r["id"])
+        page, per_page = int(q.get("page", "1")), min(int(q.get("per_page", "200")), 200)
+        part = rows[(page - 1) * per_page: page * per_page]
+        if not part:
+            return Response(status_code=204)
+        return JSONResponse({"users": part, "info": {"page": page, "per_page": per_page, "count": len(part),
+                                                     "more_records": page * per_page < len(rows)}})
+
+    async def crm_org(self, request: Request) -> Response:
+        return JSONResponse({"org": [self.org]})
 
     async def crm_records(self, request: Request) -> Response:
         module = request.path_params["module"]
@@ -410,7 +434,8 @@ class FakeZoho:
         module = request.path_params["module"]
         if request.method == "GET":
             return JSONResponse({"data": list(self.crm[module].values())})
-        return JSONResponse(self.ui_crm(module, json.loads(await request.body())))
+        body = json.loads(await request.body())
+        return JSONResponse(self.ui_crm_user(body) if module == "users" else self.ui_crm(module, body))
 
     async def fake_pm(self, request: Request) -> Response:
         kind = request.path_params["kind"]
@@ -427,6 +452,8 @@ class FakeZoho:
         routes = [
             Route("/oauth/v2/token", self.token_endpoint, methods=["POST"]),
             Route("/crm/{version}/actions/watch", g(self.watch), methods=["POST"]),
+            Route("/crm/{version}/users", g(self.crm_users), methods=["GET"]),
+            Route("/crm/{version}/org", g(self.crm_org), methods=["GET"]),
             Route("/crm/{version}/{module}", g(self.crm_records), methods=["GET", "POST", "PUT", "DELETE"]),
             Route("/api/v3/portals", g(self.pm_portals), methods=["GET"]),
             Route("/api/v3/portal/{portal}/projects/{project}/tasks", g(self.pm_project_tasks), methods=["GET", "POST", "PATCH"]),
