@@ -51,6 +51,7 @@ def start_services(state_dir: Path, info: dict[str, Any], timeout: float = 120.0
         env = {
             **os.environ,
             **info["services"][name]["env"],
+            **stack.kafka_env(info, name),
             "HUB_HTTP_PORT": str(port),
             "HUB_OBS__LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",

@@ -11,7 +11,8 @@ infrastructure, since they were started after it).
 State folder layout::
 
     stack.json            what runs where (see ``start_infra``)
-    kafka/                KafkaServer workdir (server.properties, data/, logs/server.log, kafka.out)
+    kafka/                KafkaServer workdir (server.properties, data/, logs/server.log, kafka.out,
+                          credentials.json: the SCRAM password of every principal, mode 0600)
     postgres/             PGDATA (kept across restarts); postgres.log, postgres.pid beside it
     mailbox/              .eml files received by the SMTP sink
     smtp.log, smtp.pid    the SMTP sink process
@@ -35,7 +36,7 @@ import psutil
 
 from . import _proc
 from ._proc import ServerStartError
-from .kafka import KafkaServer, ensure_jars
+from .kafka import ADMIN_USER, KafkaAccess, KafkaServer, ensure_jars, new_password
 from .postgres import PostgresServer
 from .provision import provision_service
 from .settings import SERVICES, DevstackSettings
@@ -154,6 +155,21 @@ def start_smtp_process(state_dir: Path, port: int, timeout: float = 30.0) -> dic
 # -- whole stack ---------------------------------------------------------------------------------
 
 
+def kafka_principals() -> list[str]:
+    """Every SCRAM user of a secured local broker: the admin and each principal of the ACL model."""
+    from hub_platform.kafka_acls import PRINCIPALS
+
+    return [ADMIN_USER, *PRINCIPALS]
+
+
+def sasl_users(workdir: Path, security: str) -> dict[str, str] | None:
+    """The principals' passwords: those the broker in `workdir` was formatted with, else new ones."""
+    if security == "PLAINTEXT":
+        return None
+    known = (_proc.read_json(workdir / "credentials.json") or {}).get("users")
+    return known or {user: new_password() for user in kafka_principals()}
+
+
 def _start_kafka(state_dir: Path, cfg: DevstackSettings) -> KafkaServer:
     workdir = state_dir / "kafka"
     server = KafkaServer.attach(workdir)
@@ -164,13 +180,29 @@ def _start_kafka(state_dir: Path, cfg: DevstackSettings) -> KafkaServer:
             controller_port=cfg.kafka_controller_port,
             heap=cfg.kafka_heap,
             jvm_opts=cfg.kafka_jvm_opts.split(),
+            sasl_users=sasl_users(workdir, cfg.kafka_security),
         )
         server.start(timeout=cfg.start_timeout)
     else:
         server.wait_ready(cfg.start_timeout)
+    _proc.run_coro_sync(lambda: server.access().secure())  # as the admin: topics and ACLs (when secured)
     update_stack(state_dir, kafka=server.describe())
     record_process(state_dir, "kafka", server.pid or 0, log=server.log_file, stop_signal="SIGTERM", stop_timeout=30)
     return server
+
+
+def kafka_env(info: dict[str, Any], principal: str) -> dict[str, str]:
+    """HUB_KAFKA__* variables for a service of the stack recorded in `info` (stack.json) acting as `principal`.
+    The passwords stay in the Kafka workdir's credentials.json, not in stack.json."""
+    return kafka_access(info).service_env(principal)
+
+
+def kafka_access(info: dict[str, Any]) -> KafkaAccess:
+    """The stack's broker and its principals' credentials (from stack.json's contents)."""
+    server = KafkaServer.attach(info["kafka"]["workdir"])
+    if server is None:
+        raise RuntimeError(f"the stack's Kafka in {info['kafka']['workdir']} is not running")
+    return server.access()
 
 
 def _start_postgres(state_dir: Path, cfg: DevstackSettings) -> PostgresServer:
