@@ -18,7 +18,6 @@ from hub_schema.topics import CATALOG, Topic, TopicNames
 async def ensure_topics(kafka: KafkaSettings, topics: Iterable[Topic] = CATALOG, replication_factor: int | None = None, timeout: float = 60) -> list[str]:
     """Create missing topics; returns the names created. Safe to run from every replica at once."""
     names = TopicNames(kafka.topic_prefix)
-    replication_factor = replication_factor or kafka.replication_factor
     admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=15000)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -31,7 +30,11 @@ async def ensure_topics(kafka: KafkaSettings, topics: Iterable[Topic] = CATALOG,
             await asyncio.sleep(0.5)
     try:
         existing = set(await admin.list_topics())
-        wanted = [NewTopic(names(t.name), t.partitions, replication_factor) for t in topics if names(t.name) not in existing]
+        missing = [t for t in topics if names(t.name) not in existing]
+        if not missing:
+            return []
+        replication_factor = replication_factor or kafka.replication_factor or await cluster_replication(admin)
+        wanted = [NewTopic(names(t.name), t.partitions, replication_factor) for t in missing]
         if not wanted:
             return []
         result = await admin.create_topics(wanted)
@@ -44,6 +47,13 @@ async def ensure_topics(kafka: KafkaSettings, topics: Iterable[Topic] = CATALOG,
         return created
     finally:
         await admin.close()
+
+
+async def cluster_replication(admin: AIOKafkaAdminClient) -> int:
+    """Replicas for a new topic when none is set: one per broker, at most 3 (with min.insync.replicas=2 on
+    the broker, a write with acks=all is then on two nodes before it is acknowledged)."""
+    cluster = await admin.describe_cluster()
+    return max(1, min(3, len(cluster.get("brokers") or [])))
 
 
 async def delete_prefixed_topics(kafka: KafkaSettings | str, prefix: str) -> list[str]:

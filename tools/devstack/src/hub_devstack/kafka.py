@@ -118,6 +118,11 @@ def ensure_jars(cache_dir: Path | None = None, *, quiet: bool = True) -> Path:
     return jars
 
 
+def min_insync_replicas(replication: int) -> int:
+    """2 with three replicas or more (one node may be down, an acknowledged write is on two), else 1."""
+    return 2 if replication >= 3 else 1
+
+
 def new_password() -> str:
     return secrets.token_urlsafe(18)
 
@@ -208,8 +213,18 @@ class KafkaServer:
         java: str = "java",
         jvm_opts: Sequence[str] = (),
         sasl_users: Mapping[str, str] | None = None,
+        node_id: int = 1,
+        quorum_voters: str | None = None,
+        cluster_id: str | None = None,
+        replication: int = 1,
     ) -> None:
-        """`sasl_users` (user -> password, ``admin`` among them) makes a secured broker; None: PLAINTEXT."""
+        """`sasl_users` (user -> password, ``admin`` among them) makes a secured broker; None: PLAINTEXT.
+        A node of a cluster (`KafkaCluster`) has its `node_id`, the static `quorum_voters`
+        ("1@127.0.0.1:<port>,2@..."), the cluster's id and its `replication` factor."""
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters
+        self.cluster_id = cluster_id
+        self.replication = replication
         if sasl_users is not None and ADMIN_USER not in sasl_users:
             raise ValueError(f"a secured broker needs the {ADMIN_USER!r} user")
         self.sasl_users = dict(sasl_users) if sasl_users is not None else None
@@ -286,6 +301,10 @@ class KafkaServer:
             heap=state.get("heap", "256m"),
             jvm_opts=state.get("jvm_opts", ()),
             sasl_users=users,
+            node_id=state.get("node_id", 1),
+            quorum_voters=state.get("quorum_voters"),
+            cluster_id=state.get("cluster_id"),
+            replication=state.get("replication", 1),
         )
         server.pid = state.get("pid")
         server._create_time = state.get("create_time")
@@ -320,6 +339,11 @@ class KafkaServer:
             controller_port=self.controller_port,
             log_dir=str(self.data_dir),
             offsets_partitions=10,
+            node_id=self.node_id,
+            quorum=(f"controller.quorum.voters={self.quorum_voters}" if self.quorum_voters
+                    else f"controller.quorum.bootstrap.servers={_HOST}:{self.controller_port}"),
+            replication=self.replication,
+            min_isr=min_insync_replicas(self.replication),
             listener=self.security_protocol,
             security=self._security_properties(),
         )
@@ -333,12 +357,15 @@ class KafkaServer:
         return "\n".join([
             f"sasl.enabled.mechanisms={SASL_MECHANISM}",
             f"sasl.mechanism.inter.broker.protocol={SASL_MECHANISM}",
-            f"sasl.mechanism.controller.protocol={SASL_MECHANISM}",
-            *(f"listener.name.{name}.{lower}.sasl.jaas.config="
-              f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN_USER}" password="{admin}";'
-              for name in ("sasl_plaintext", "controller")),
+            f"listener.name.sasl_plaintext.{lower}.sasl.jaas.config="
+            f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN_USER}" password="{admin}";',
+            # The controllers authenticate each other with PLAIN and a password in this file: SCRAM credentials
+            # live in the metadata log, which a cluster's voters cannot read before they have elected a leader.
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+            f'required username="{ADMIN_USER}" password="{admin}" user_{ADMIN_USER}="{admin}";',
             "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            # ANONYMOUS: the broker's own requests to the controller over the PLAINTEXT loopback listener.
             f"super.users=User:{ADMIN_USER}",
             "allow.everyone.if.no.acl.found=false",
         ])
@@ -365,9 +392,9 @@ class KafkaServer:
             classpath,
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            *([] if self.quorum_voters else ["--standalone"]),  # static voters: nothing more to say
             "-t",
-            new_cluster_id(),
+            self.cluster_id or new_cluster_id(),
             "-c",
             str(self.properties_file),
         ]
@@ -439,6 +466,10 @@ class KafkaServer:
             "heap": self.heap,
             "jvm_opts": self.jvm_opts,
             "security_protocol": self.security_protocol,
+            "node_id": self.node_id,
+            "quorum_voters": self.quorum_voters,
+            "cluster_id": self.cluster_id,
+            "replication": self.replication,
             "pid": self.pid,
             "create_time": self._create_time,
             "workdir": str(self.workdir),
@@ -463,3 +494,94 @@ async def probe(bootstrap_servers: str, timeout_ms: int = 3000, **options: Any) 
         return bool(cluster.get("brokers"))
     finally:
         await admin.close()
+
+
+class KafkaCluster:
+    """`size` combined broker+controller nodes from the same jars, one workdir each (``<workdir>/node<i>``),
+    with static voters and one cluster id; topics get `size` replicas (at most 3) and min.insync.replicas 2.
+
+    ``ports``: one client port per node (its controller port is the next one unless given in
+    ``controller_ports``). A single-node "cluster" is just `KafkaServer`: use that."""
+
+    def __init__(
+        self,
+        workdir: Path | str,
+        ports: Sequence[int],
+        controller_ports: Sequence[int] | None = None,
+        heap: str = "256m",
+        *,
+        sasl_users: Mapping[str, str] | None = None,
+        jvm_opts: Sequence[str] = (),
+        cluster_id: str | None = None,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        controller_ports = list(controller_ports or [p + 1 for p in ports])
+        if len(controller_ports) != len(ports) or len(ports) < 2:
+            raise ValueError("a cluster needs two nodes or more, each with a client and a controller port")
+        voters = ",".join(f"{i}@{_HOST}:{cp}" for i, cp in enumerate(controller_ports, start=1))
+        replication = min(len(ports), 3)
+        cid = cluster_id or self._recorded_cluster_id() or new_cluster_id()
+        self.nodes = [
+            KafkaServer(self.workdir / f"node{i}", port=p, controller_port=cp, heap=heap, jvm_opts=jvm_opts,
+                        sasl_users=sasl_users, node_id=i, quorum_voters=voters, cluster_id=cid, replication=replication)
+            for i, (p, cp) in enumerate(zip(ports, controller_ports), start=1)
+        ]
+
+    def _recorded_cluster_id(self) -> str | None:
+        state = _proc.read_json(self.workdir / "node1" / "kafka.json") or {}
+        return state.get("cluster_id")
+
+    @classmethod
+    def attach(cls, workdir: Path | str) -> KafkaCluster | None:
+        """The cluster recorded in `workdir` if every node's process is alive, else None."""
+        workdir = Path(workdir).resolve()
+        nodes = [KafkaServer.attach(d) for d in sorted(workdir.glob("node*"))]
+        if len(nodes) < 2 or any(n is None for n in nodes):
+            return None
+        cluster = cls.__new__(cls)
+        cluster.workdir = workdir
+        cluster.nodes = [n for n in nodes if n is not None]
+        return cluster
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(n.bootstrap_servers for n in self.nodes)
+
+    @property
+    def sasl_users(self) -> dict[str, str] | None:
+        return self.nodes[0].sasl_users
+
+    @property
+    def replication(self) -> int:
+        return self.nodes[0].replication
+
+    def access(self) -> KafkaAccess:
+        return KafkaAccess(self.bootstrap_servers, self.sasl_users)
+
+    def start(self, timeout: float = 180.0) -> str:
+        """Start every node at once (none is ready before a majority of the voters runs)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        ensure_jars()
+        with ThreadPoolExecutor(max_workers=len(self.nodes), thread_name_prefix="kafka-node") as pool:
+            for future in [pool.submit(n.start, timeout) for n in self.nodes]:
+                future.result()
+        return self.bootstrap_servers
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        for n in self.nodes:
+            n.wait_ready(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for n in reversed(self.nodes):
+            n.stop(timeout)
+
+    def describe(self) -> dict[str, Any]:
+        first = self.nodes[0].describe()
+        return {
+            **first,
+            "bootstrap_servers": self.bootstrap_servers,
+            "workdir": str(self.workdir),
+            "brokers": len(self.nodes),
+            "nodes": [n.describe() for n in self.nodes],
+        }

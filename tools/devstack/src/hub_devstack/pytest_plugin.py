@@ -68,15 +68,21 @@ class TestKafka(KafkaAccess):
     __test__ = False  # not a test class, whatever its name
 
 
-def _start_local_kafka(secured: bool) -> tuple[Any, TestKafka]:
-    from hub_devstack.kafka import KafkaServer
+def _start_local_kafka(secured: bool, brokers: int = 1) -> tuple[Any, TestKafka]:
+    """A private broker (or `brokers` nodes) for the session, secured like `make up`'s or not."""
+    from hub_devstack.kafka import KafkaCluster, KafkaServer
     from hub_devstack.stack import sasl_users
 
     # Every test makes its own prefixed topics (deleted again at its end); a larger heap than
     # `make up`'s keeps a long run's metadata comfortable.
     workdir = _server_dir("kafka")
     users = sasl_users(workdir, "SASL_PLAINTEXT" if secured else "PLAINTEXT")
-    server = KafkaServer(workdir, port=free_port(), controller_port=free_port(), heap="768m", sasl_users=users)
+    server: Any
+    if brokers > 1:
+        server = KafkaCluster(workdir, [free_port() for _ in range(brokers)], [free_port() for _ in range(brokers)],
+                              heap="512m", sasl_users=users)
+    else:
+        server = KafkaServer(workdir, port=free_port(), controller_port=free_port(), heap="768m", sasl_users=users)
     server.start()
     return server, TestKafka(server.bootstrap_servers, users)
 
@@ -94,7 +100,8 @@ def test_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestKafka]:
         return
     from hub_devstack.settings import DevstackSettings
 
-    server, kafka = _start_local_kafka(DevstackSettings().kafka_security != "PLAINTEXT")
+    cfg = DevstackSettings()  # HUB_LOCAL_KAFKA_SECURITY, HUB_LOCAL_KAFKA_BROKERS (KAFKA_BROKERS=3 make test)
+    server, kafka = _start_local_kafka(cfg.kafka_security != "PLAINTEXT", cfg.kafka_brokers)
     try:
         yield kafka
     finally:

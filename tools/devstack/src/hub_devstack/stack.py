@@ -36,7 +36,7 @@ import psutil
 
 from . import _proc
 from ._proc import ServerStartError
-from .kafka import ADMIN_USER, KafkaAccess, KafkaServer, ensure_jars, new_password
+from .kafka import ADMIN_USER, KafkaAccess, KafkaCluster, KafkaServer, ensure_jars, new_password
 from .postgres import PostgresServer
 from .provision import provision_service
 from .settings import SERVICES, DevstackSettings
@@ -170,24 +170,39 @@ def sasl_users(workdir: Path, security: str) -> dict[str, str] | None:
     return known or {user: new_password() for user in kafka_principals()}
 
 
-def _start_kafka(state_dir: Path, cfg: DevstackSettings) -> KafkaServer:
+def _start_kafka(state_dir: Path, cfg: DevstackSettings) -> KafkaServer | KafkaCluster:
     workdir = state_dir / "kafka"
-    server = KafkaServer.attach(workdir)
-    if server is None:
-        server = KafkaServer(
-            workdir,
-            port=cfg.kafka_port,
-            controller_port=cfg.kafka_controller_port,
-            heap=cfg.kafka_heap,
-            jvm_opts=cfg.kafka_jvm_opts.split(),
-            sasl_users=sasl_users(workdir, cfg.kafka_security),
-        )
-        server.start(timeout=cfg.start_timeout)
+    server: KafkaServer | KafkaCluster | None
+    if cfg.kafka_brokers > 1:
+        server = KafkaCluster.attach(workdir)
+        if server is None:
+            ports = [cfg.kafka_port + 2 * i for i in range(cfg.kafka_brokers)]
+            server = KafkaCluster(workdir, ports, heap=cfg.kafka_heap, jvm_opts=cfg.kafka_jvm_opts.split(),
+                                  sasl_users=sasl_users(workdir / "node1", cfg.kafka_security))
+            server.start(timeout=cfg.start_timeout)
+        else:
+            server.wait_ready(cfg.start_timeout)
     else:
-        server.wait_ready(cfg.start_timeout)
-    _proc.run_coro_sync(lambda: server.access().secure())  # as the admin: topics and ACLs (when secured)
+        server = KafkaServer.attach(workdir)
+        if server is None:
+            server = KafkaServer(
+                workdir,
+                port=cfg.kafka_port,
+                controller_port=cfg.kafka_controller_port,
+                heap=cfg.kafka_heap,
+                jvm_opts=cfg.kafka_jvm_opts.split(),
+                sasl_users=sasl_users(workdir, cfg.kafka_security),
+            )
+            server.start(timeout=cfg.start_timeout)
+        else:
+            server.wait_ready(cfg.start_timeout)
+    final = server
+    _proc.run_coro_sync(lambda: final.access().secure())  # as the admin: topics and ACLs (when secured)
     update_stack(state_dir, kafka=server.describe())
-    record_process(state_dir, "kafka", server.pid or 0, log=server.log_file, stop_signal="SIGTERM", stop_timeout=30)
+    nodes = server.nodes if isinstance(server, KafkaCluster) else [server]
+    for node in nodes:
+        name = "kafka" if len(nodes) == 1 else f"kafka-{node.node_id}"
+        record_process(state_dir, name, node.pid or 0, log=node.log_file, stop_signal="SIGTERM", stop_timeout=30)
     return server
 
 
@@ -199,7 +214,8 @@ def kafka_env(info: dict[str, Any], principal: str) -> dict[str, str]:
 
 def kafka_access(info: dict[str, Any]) -> KafkaAccess:
     """The stack's broker and its principals' credentials (from stack.json's contents)."""
-    server = KafkaServer.attach(info["kafka"]["workdir"])
+    workdir = info["kafka"]["workdir"]
+    server = KafkaCluster.attach(workdir) if info["kafka"].get("brokers", 1) > 1 else KafkaServer.attach(workdir)
     if server is None:
         raise RuntimeError(f"the stack's Kafka in {info['kafka']['workdir']} is not running")
     return server.access()
