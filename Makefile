@@ -4,6 +4,8 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 STATE_DIR ?= var/local
+# KAFKA_BROKERS=3 make up / make test: a three-node Kafka cluster instead of one node
+KAFKA_ENV := $(if $(KAFKA_BROKERS),HUB_LOCAL_KAFKA_BROKERS=$(KAFKA_BROKERS))
 
 .PHONY: help install up down status scale handover test test-unit test-all contracts contracts-check security-doc demo bench bench-stall faults clean
 
@@ -16,7 +18,7 @@ install: ## install uv if missing, the Python workspace (locked), and the Kafka 
 	$(UV) run python -m hub_devstack fetch-kafka
 
 up: install ## start Kafka, PostgreSQL, the SMTP sink and the four services; Ctrl-C stops them
-	$(UV) run python -m hub_devstack up --state-dir $(STATE_DIR)
+	$(KAFKA_ENV) $(UV) run python -m hub_devstack up --state-dir $(STATE_DIR)
 
 down: ## stop a stack left running by `make up`
 	$(UV) run python -m hub_devstack down --state-dir $(STATE_DIR)
@@ -32,7 +34,7 @@ handover: ## measure partition handover of SERVICE (default tasks): scale-up, gr
 
 test: install ## unit, integration (real Kafka + PostgreSQL) and end-to-end tests; JUnit XML in reports/
 	@mkdir -p reports
-	$(UV) run pytest -m "not slow" --junitxml=reports/junit.xml $(PYTEST_ARGS)
+	$(KAFKA_ENV) $(UV) run pytest -m "not slow" --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
 test-all: install ## everything, the long fault suite included
 	@mkdir -p reports

@@ -55,6 +55,18 @@ class Infra:
     bootstrap: str
     admin_dsn: str
     source: str  # how it was found, printed in the results
+    kafka: Any = None  # hub_devstack.kafka.KafkaAccess: the principals' credentials on a secured broker
+
+    @property
+    def access(self) -> Any:
+        from hub_devstack.kafka import KafkaAccess
+
+        return self.kafka or KafkaAccess(self.bootstrap)
+
+    def options(self) -> dict[str, Any]:
+        """aiokafka options of the bench's own clients (seeding, collecting, lag): the admin's. The service
+        under test connects as its own principal (`Pipeline`)."""
+        return self.access.client_options()
 
 
 def find_infra() -> Infra:
@@ -75,7 +87,12 @@ def find_infra() -> Infra:
         log(f"no running local stack in {state_dir}: starting it (hub_devstack.stack.start_infra)")
         data = start_infra(state_dir)
         source = f"started by the bench with hub_devstack.stack.start_infra({state_dir})"
-    return Infra(kafka or data["kafka"]["bootstrap_servers"], pg or data["postgres"]["admin_dsn"], source)
+    access = None
+    if not kafka:
+        from hub_devstack.stack import kafka_access
+
+        access = kafka_access(data)
+    return Infra(kafka or data["kafka"]["bootstrap_servers"], pg or data["postgres"]["admin_dsn"], source, access)
 
 
 def _reachable(data: dict[str, Any]) -> bool:
@@ -261,17 +278,17 @@ class ServiceProcess:
 # -- Kafka ------------------------------------------------------------------------------------------------
 
 
-def producer(bootstrap: str) -> AIOKafkaProducer:
-    """Batched and safe, like the relay's producer (idempotent, acks=all)."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
+def producer(options: dict[str, Any]) -> AIOKafkaProducer:
+    """Batched and safe, like the relay's producer (idempotent, acks=all). `options`: `Infra.options()`."""
+    return AIOKafkaProducer(**options, enable_idempotence=True, acks="all", linger_ms=5,
                             max_batch_size=256 * 1024, request_timeout_ms=30000)
 
 
 class Collector:
     """Reads an output topic; matches each output event to the ingest event that caused it."""
 
-    def __init__(self, bootstrap: str, topic: str, output_type: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, options: dict[str, Any], topic: str, output_type: str) -> None:
+        self.options = options
         self.topic = topic
         self.output_type = output_type
         self.sent_at: dict[str, float] = {}  # ingest event_id -> occurred_at (epoch seconds)
@@ -283,7 +300,7 @@ class Collector:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=self.bootstrap, group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        self._consumer = AIOKafkaConsumer(self.topic, **self.options, group_id=None,
                                           auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=20,
                                           max_partition_fetch_bytes=4 * 2**20)
         await self._consumer.start()
@@ -339,8 +356,8 @@ class Collector:
 class LagProbe:
     """Consumer-group lag of a service on its ingest topics (end offsets minus committed offsets)."""
 
-    def __init__(self, bootstrap: str, group: str, topics: list[str]) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, options: dict[str, Any], group: str, topics: list[str]) -> None:
+        self.options = options
         self.group = group
         self.topics = topics
         self.admin: AIOKafkaAdminClient | None = None
@@ -348,9 +365,9 @@ class LagProbe:
         self.partitions: list[TopicPartition] = []
 
     async def start(self) -> None:
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        self.admin = AIOKafkaAdminClient(**self.options)
         await self.admin.start()
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(**self.options, enable_auto_commit=False)
         await self.consumer.start()
         for t in self.topics:
             parts = self.consumer.partitions_for_topic(t)
@@ -440,19 +457,17 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line, sep, *body])
 
 
-async def delete_topics(bootstrap: str, prefix: str) -> None:
-    """A run's topics go with it: partitions left on the broker fill its heap and slow every later run."""
-    from hub_platform.kafka_admin import delete_prefixed_topics
-
+async def delete_topics(infra: Infra, prefix: str) -> None:
+    """A run's topics (and their ACLs) go with it: partitions left on the broker fill its heap and slow every later run."""
     try:
-        await delete_prefixed_topics(bootstrap, prefix)
+        await infra.access.unsecure(prefix)
     except Exception as exc:  # the figures are taken; say so and go on
         log(f"could not delete the topics {prefix}*: {exc!r}")
 
 
-async def broker_partitions(bootstrap: str) -> int:
+async def broker_partitions(infra: Infra) -> int:
     """Partitions on the broker before the run: a broker crowded by old topics is slower (heap, GC)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(**infra.options(), request_timeout_ms=30000)
     await admin.start()
     try:
         topics = await admin.describe_topics(await admin.list_topics())

@@ -55,14 +55,13 @@ class FakeRecord:
 
 async def kafka_baselines(infra: h.Infra, n: int) -> dict[str, float]:
     from hub_platform.kafka_admin import ensure_topics
-    from hub_platform.settings import KafkaSettings
     from hub_schema.topics import BY_NAME
 
     prefix = f"benchraw{new_tag()}."
-    await ensure_topics(KafkaSettings(bootstrap_servers=infra.bootstrap, topic_prefix=prefix), [BY_NAME["crm.ingest"]])
+    await ensure_topics(infra.access.settings(prefix=prefix), [BY_NAME["crm.ingest"]])
     topic = f"{prefix}crm.ingest"
     value = b"x" * 500
-    prod = h.producer(infra.bootstrap)
+    prod = h.producer(infra.options())
     await prod.start()
     try:
         await (await prod.send(topic, value, key=b"warm"))
@@ -79,7 +78,7 @@ async def kafka_baselines(infra: h.Infra, n: int) -> dict[str, float]:
         await prod.stop()
     from aiokafka import AIOKafkaConsumer
 
-    cons = AIOKafkaConsumer(topic, bootstrap_servers=infra.bootstrap, group_id=f"benchraw-{new_tag()}",
+    cons = AIOKafkaConsumer(topic, **infra.options(), group_id=f"benchraw-{new_tag()}",
                             auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4 * 2**20)
     await cons.start()
     try:
@@ -92,7 +91,7 @@ async def kafka_baselines(infra: h.Infra, n: int) -> dict[str, float]:
         consume = n / (time.perf_counter() - (t0 or time.perf_counter()))
     finally:
         await cons.stop()
-        await h.delete_topics(infra.bootstrap, prefix)
+        await h.delete_topics(infra, prefix)
     return {"produce": produce, "consume": consume}
 
 
@@ -157,7 +156,7 @@ class Pipeline:
         self.admin_db_dsn = admin_db_dsn
         env = {
             "HUB_SERVICE_NAME": sc.service,
-            "HUB_KAFKA__BOOTSTRAP_SERVERS": infra.bootstrap,
+            **infra.access.service_env(sc.service),  # the service connects as its own principal
             "HUB_KAFKA__TOPIC_PREFIX": self.prefix,
             "HUB_DB__URL": dsn,
             "HUB_HTTP_PORT": str(h.free_port()),
@@ -165,13 +164,14 @@ class Pipeline:
             **sc.extra_env,
         }
         self.proc = h.ServiceProcess(sc.service, h.python_cmd(sc.run), env, run_dir / f"{sc.name}.log")
-        self.collector = h.Collector(infra.bootstrap, self.prefix + sc.output_topic, sc.output_type)
-        self.lag = h.LagProbe(infra.bootstrap, sc.service, [self.prefix + t for t in sc.ingest_topics])
-        self.producer = h.producer(infra.bootstrap)
+        self.collector = h.Collector(infra.options(), self.prefix + sc.output_topic, sc.output_type)
+        self.lag = h.LagProbe(infra.options(), sc.service, [self.prefix + t for t in sc.ingest_topics])
+        self.producer = h.producer(infra.options())
         self.tag = new_tag()
         self.seq = 0
 
     async def start(self) -> None:
+        await self.infra.access.secure(self.prefix)  # on a secured broker: topics and ACLs, as the admin
         self.proc.start()
         await self.proc.wait_ready()
         await self.producer.start()
@@ -314,7 +314,7 @@ class Pipeline:
         except Exception:
             pass
         await self.proc.stop()
-        await h.delete_topics(self.infra.bootstrap, self.prefix)
+        await h.delete_topics(self.infra, self.prefix)
 
 
 def lag_verdict(samples: list[tuple[float, int, int]], seconds: float) -> dict[str, Any]:
@@ -389,7 +389,7 @@ async def amain() -> dict[str, Any]:
     sustain_for = os.environ.get("HUB_BENCH_SUSTAIN_SERVICE", scenarios[0].name if scenarios else "")
     infra = h.find_infra()
     h.log(f"kafka {infra.bootstrap}, postgres {infra.admin_dsn.rsplit('@', 1)[-1]} ({infra.source})")
-    partitions = await h.broker_partitions(infra.bootstrap)
+    partitions = await h.broker_partitions(infra)
     if partitions > 1000:
         h.log(f"the broker already holds {partitions} partitions (old test or bench topics?): expect slower, noisier figures")
     run_dir = RUN_DIR / time.strftime("%Y%m%d-%H%M%S")

@@ -9,16 +9,17 @@ from __future__ import annotations
 import pytest
 
 from bench import harness as h
+from hub_devstack.pytest_plugin import TestKafka
 from bench.run import Pipeline, db_baselines
 from bench.scenarios import ECHO
 
 pytestmark = pytest.mark.integration
 
 
-async def _topics(bootstrap: str) -> list[str]:
+async def _topics(kafka: TestKafka) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.client_options())
     await admin.start()
     try:
         return await admin.list_topics()
@@ -26,8 +27,8 @@ async def _topics(bootstrap: str) -> list[str]:
         await admin.close()
 
 
-async def test_200_events_through_echo_complete_with_a_positive_rate(kafka_bootstrap: str, pg_admin_dsn: str, tmp_path) -> None:
-    infra = h.Infra(kafka_bootstrap, pg_admin_dsn, "test")
+async def test_200_events_through_echo_complete_with_a_positive_rate(test_kafka: TestKafka, pg_admin_dsn: str, tmp_path) -> None:
+    infra = h.Infra(test_kafka.bootstrap, pg_admin_dsn, "test", test_kafka)
     dbs = h.Databases(infra)
     try:
         _, direct = await dbs.create(["echo"], "smoke_direct")
@@ -49,15 +50,15 @@ async def test_200_events_through_echo_complete_with_a_positive_rate(kafka_boots
             await p.stop()
         assert p.proc.peak_rss > 0
         # the run's topics went with it
-        assert not [t for t in await _topics(kafka_bootstrap) if t.startswith(p.prefix)]
+        assert not [t for t in await _topics(test_kafka) if t.startswith(p.prefix)]
     finally:
         await dbs.drop_all()
 
 
-async def test_stall_probe_measures_a_frozen_service_and_its_batches(kafka_bootstrap: str, pg_admin_dsn: str) -> None:
+async def test_stall_probe_measures_a_frozen_service_and_its_batches(test_kafka: TestKafka, pg_admin_dsn: str) -> None:
     from bench.stall import one
 
-    res = await one(50, 100, 0.2, run_seconds=3, infra=h.Infra(kafka_bootstrap, pg_admin_dsn, "test"))
+    res = await one(50, 100, 0.2, run_seconds=3, infra=h.Infra(test_kafka.bootstrap, pg_admin_dsn, "test", test_kafka))
     assert res["received"] == res["sent"] > 0
     assert res["tail_batches"] >= 1 and res["tail_batch_max"] >= res["tail_batch_p50"] >= 1
 

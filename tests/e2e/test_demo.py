@@ -22,6 +22,7 @@ async def test_S1_S24_demo_story_runs_against_the_whole_hub(hub_env: HubEnv, tmp
     async with hub_stack(hub_env, tmp_path) as stack:
         target = Target(sandbox_url=stack.url("sandbox"), linking_url=stack.url("linking"), maildir=stack.maildir,
                         kafka_bootstrap=hub_env.bootstrap, topic_prefix=hub_env.topic_prefix,
+                        kafka_options=hub_env.client_options("ui"),
                         admin_token=LINKING_ADMIN_TOKEN, timeout=120.0)
         lines: list[str] = []
         outcome = await run_story(target, "demo-test", out=lines.append)

@@ -20,7 +20,7 @@ async def test_list_and_replay_a_dead_letter(hub_env: HubEnv, kafka_probe: Kafka
     good = make_event(DiagPing(seq=9), org_id="org-1", entity_key="diag:9", producer="test", origin="crm")
     # The same event in a wrong schema version: dead-lettered with the reason.
     wrong_version = encode(good).replace(b'"version":1', b'"version":7')
-    with patched_env(hub_env.env("echo")):
+    with patched_env({**hub_env.env("echo"), **hub_env.kafka_env("deadletters")}):  # the CLI's own principal
         settings = ServiceSettings()
     async with running(echo.build(hub_env.settings(echo.EchoSettings, "echo"))):
         out = await kafka_probe.reader(topics.TASKS_EVENTS)

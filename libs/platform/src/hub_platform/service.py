@@ -146,6 +146,9 @@ class HubService:
             graceful_timeout=settings.shutdown_grace_seconds,
             client_id=f"hub-{self.name}",
             logger=None,
+            # Events go out through the relay's producer; should anything publish through the broker, it is as safe.
+            acks="all",
+            enable_idempotence=True,
         )
         self.relay = OutboxRelay(
             settings.db.url.get_secret_value(), settings.schema, settings.kafka, self.name,

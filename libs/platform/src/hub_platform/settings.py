@@ -49,7 +49,8 @@ class KafkaSettings(BaseModel):
         ),
     )
     create_topics: bool = Field(True, description="Create missing catalog topics at start-up (turn off where ops own topics).")
-    replication_factor: int = Field(1, ge=1, description="For topics the service creates; 3 on a real cluster.")
+    replication_factor: int | None = Field(
+        None, ge=1, description="For topics the service creates; unset: the cluster's size, at most 3.")
 
     def client_options(self) -> dict[str, object]:
         """Keyword arguments for aiokafka clients (security included)."""

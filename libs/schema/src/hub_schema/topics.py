@@ -1,5 +1,9 @@
 """The topic catalog: every topic the hub uses, its key, partitions, producers and consumers.
 
+The producers and consumers are who may write and read each topic: the broker's ACLs
+are generated from them (`hub_platform.kafka_acls`), so they cannot drift. ("echo" is the
+platform's diagnostic service; "any subscriber" means every authenticated principal.)
+
 Names here are logical; `TopicNames(prefix)` turns them into the names on the
 broker, so a test run (or a second environment on the same cluster) can use
 its own prefix. Topics are created by the services at start-up from this list
@@ -35,7 +39,7 @@ DEAD_LETTERS = "hub.deadletters"
 
 CATALOG: tuple[Topic, ...] = (
     Topic(CRM_INGEST, 6, "<entity type>:<CRM record id>", ("crm connector", "sandbox"),
-          ("identity", "linking", "tasks"), "Change events from the CRM: users, accounts, contacts, deals, leads, tasks, notes."),
+          ("identity", "linking", "tasks", "echo"), "Change events from the CRM: users, accounts, contacts, deals, leads, tasks, notes."),
     Topic(PM_INGEST, 6, "<entity type>:<PM record id>", ("pm connector", "sandbox"),
           ("identity", "linking", "tasks"), "Change events from the PM tool: portals, portal users, client companies, client users, projects, groups, tasks, comments."),
     Topic(CRM_COMMANDS, 6, "<entity type>:<CRM record id or hub id>", ("identity", "linking", "tasks"),
@@ -47,9 +51,9 @@ CATALOG: tuple[Topic, ...] = (
     Topic(IDENTITY_EVENTS, 6, "<org id>:<subject>", ("identity",),
           ("linking", "tasks"), "User and customer mappings, permission profiles, import outcomes."),
     Topic(LINKING_EVENTS, 6, "<org id>:<subject>", ("linking",),
-          ("identity", "tasks", "notifications"), "Integration settings state, record links, matching reports."),
-    Topic(TASKS_EVENTS, 6, "<org id>:task:<hub task id>", ("tasks",),
-          (), "Task mirroring decisions and refusals, for the CRM side to show."),
+          ("identity", "tasks", "notifications", "CRM UI / admin tools"), "Integration settings state, record links, matching reports."),
+    Topic(TASKS_EVENTS, 6, "<org id>:task:<hub task id>", ("tasks", "echo"),
+          ("CRM UI / admin tools",), "Task mirroring decisions and refusals, for the CRM side to show."),
     Topic(NOTIFICATION_REQUESTS, 3, "<org id>:<request id>", ("identity", "linking", "tasks"),
           ("notifications",), "Requests to e-mail a person (failures, reports)."),
     Topic(NOTIFICATION_OUTCOMES, 3, "<org id>:<request id>", ("notifications",),

@@ -57,6 +57,7 @@ class HubStack:
     services: dict[str, Any] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = field(default_factory=list)
+    _lag_clients: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -92,33 +93,41 @@ class HubStack:
         return await asyncpg.connect(self.env.dsns[service])
 
     async def lag(self) -> dict[str, int]:
-        """Records not yet consumed per consumer group, over the topics each group reads."""
-        from aiokafka import AIOKafkaConsumer
+        """Records not yet consumed per consumer group, over the topics each group reads (asked as the
+        group's own principal: on a secured broker only it may see its group and topics)."""
+        out: dict[str, int] = {}
+        for name, service in self.services.items():
+            out[name] = await self._lag_of(name, service.subscribed)
+        return out
+
+    async def _lag_of(self, group: str, subscribed: list[str]) -> int:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.env.bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.env.bootstrap, group_id=None)
-        await admin.start()
-        await consumer.start()
-        try:
-            out: dict[str, int] = {}
-            for name, service in self.services.items():
-                committed = await admin.list_consumer_group_offsets(name)
-                from aiokafka import TopicPartition
+        if group not in self._lag_clients:
+            options = self.env.client_options(group)
+            admin = AIOKafkaAdminClient(**options)
+            consumer = AIOKafkaConsumer(**options, group_id=None)
+            await admin.start()
+            await consumer.start()
+            self._lag_clients[group] = (admin, consumer)
+        admin, consumer = self._lag_clients[group]
+        committed = await admin.list_consumer_group_offsets(group)
+        parts = []
+        for topic in subscribed:
+            if not consumer.partitions_for_topic(topic):
+                await consumer._client.force_metadata_update()  # noqa: SLF001
+            parts.extend(TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ())
+        ends = await consumer.end_offsets(parts) if parts else {}
+        return sum(max(end - (committed[tp].offset if tp in committed else 0), 0) for tp, end in ends.items())
 
-                parts = []
-                for topic in service.subscribed:
-                    for p in consumer.partitions_for_topic(topic) or ():
-                        parts.append(TopicPartition(topic, p))
-                    if not consumer.partitions_for_topic(topic):
-                        await consumer._client.force_metadata_update()  # noqa: SLF001
-                        parts.extend(TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ())
-                ends = await consumer.end_offsets(parts) if parts else {}
-                out[name] = sum(max(end - (committed[tp].offset if tp in committed else 0), 0) for tp, end in ends.items())
-            return out
-        finally:
-            await consumer.stop()
-            await admin.close()
+    async def close_lag_clients(self) -> None:
+        for admin, consumer in self._lag_clients.values():
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await admin.close()
+        self._lag_clients.clear()
 
     async def outbox_backlog(self) -> dict[str, int]:
         out = {}
@@ -205,6 +214,7 @@ async def hub_stack(env: HubEnv, tmp_path: Path, services: tuple[str, ...] = SER
             stack._servers.append((server, task))
         yield stack
     finally:
+        await stack.close_lag_clients()
         for server, task in reversed(stack._servers):
             server.should_exit = True
             with contextlib.suppress(Exception):

@@ -12,6 +12,13 @@ Workdir layout (``KafkaServer(workdir)``)::
     kafka.out           JVM stdout/stderr (WARN and above, crashes)
     kafka.pid           pid of the JVM
     kafka.json          pid, create time, ports: what ``KafkaServer.attach`` reads
+    credentials.json    SASL/SCRAM principals and passwords (mode 0600; secured servers only)
+
+Secured (``sasl_users`` given): the client listener is SASL_PLAINTEXT with SCRAM-SHA-512, every
+user's credentials are written into the metadata log at format time (``StorageTool format
+--add-scram``), the ``StandardAuthorizer`` denies whatever no ACL allows, and ``admin`` is the
+super user (inter-broker traffic, topic creation, the ACLs themselves). The controller listener stays
+PLAINTEXT on loopback.
 """
 
 from __future__ import annotations
@@ -19,15 +26,18 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import string
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +48,8 @@ from .paths import deploy_dir
 
 JARS_MARKER = ".complete"
 _HOST = "127.0.0.1"
+SASL_MECHANISM = "SCRAM-SHA-512"
+ADMIN_USER = "admin"
 
 
 def kafka_dir() -> Path:
@@ -106,12 +118,85 @@ def ensure_jars(cache_dir: Path | None = None, *, quiet: bool = True) -> Path:
     return jars
 
 
+def min_insync_replicas(replication: int) -> int:
+    """2 with three replicas or more (one node may be down, an acknowledged write is on two), else 1."""
+    return 2 if replication >= 3 else 1
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def _scram_option(user: str, password: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", user) or not re.fullmatch(r"[A-Za-z0-9_-]+", password):
+        raise ValueError(f"SCRAM user/password must be plain tokens (user {user!r})")  # StorageTool's [k=v,...] syntax
+    return f"{SASL_MECHANISM}=[name={user},password={password}]"
+
+
 def new_cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, base64url without padding (22 characters)."""
     while True:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cid.startswith("-"):  # Kafka avoids ids that look like a command-line option
             return cid
+
+
+@dataclass
+class KafkaAccess:
+    """How to reach a broker: its address and, when secured, every principal's SCRAM password."""
+
+    bootstrap: str
+    sasl_users: dict[str, str] | None = None
+
+    @property
+    def secured(self) -> bool:
+        return self.sasl_users is not None
+
+    def env(self, principal: str = ADMIN_USER) -> dict[str, str]:
+        """HUB_KAFKA__* variables to connect as `principal` (ignored on a PLAINTEXT broker)."""
+        env = {"HUB_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+               "HUB_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT" if self.secured else "PLAINTEXT"}
+        if self.sasl_users is not None:
+            env.update(HUB_KAFKA__SASL_MECHANISM=SASL_MECHANISM, HUB_KAFKA__SASL_USERNAME=principal,
+                       HUB_KAFKA__SASL_PASSWORD=self.sasl_users[principal])
+        return env
+
+    def service_env(self, principal: str) -> dict[str, str]:
+        """`env` for a hub service: on a secured broker the admin creates the topics (a service may not)."""
+        return {**self.env(principal), **({"HUB_KAFKA__CREATE_TOPICS": "false"} if self.secured else {})}
+
+    def settings(self, principal: str = ADMIN_USER, prefix: str = "", **overrides: Any) -> Any:
+        """hub_platform KafkaSettings connecting as `principal` to the topics under `prefix`."""
+        from hub_platform.settings import KafkaSettings
+
+        fields = {k.removeprefix("HUB_KAFKA__").lower(): v for k, v in self.env(principal).items()}
+        return KafkaSettings(**{**fields, "topic_prefix": prefix, **overrides})
+
+    def client_options(self, principal: str = ADMIN_USER) -> dict[str, Any]:
+        """aiokafka keyword arguments (bootstrap_servers included) to connect as `principal`."""
+        return self.settings(principal).client_options()  # type: ignore[no-any-return]
+
+    async def secure(self, prefix: str = "") -> None:
+        """As the admin: the catalog's topics under `prefix` and the ACLs the catalog gives each principal on
+        them (a no-op on a PLAINTEXT broker, where services create their topics themselves)."""
+        if not self.secured:
+            return
+        from hub_platform.kafka_acls import bindings
+        from hub_platform.kafka_admin import apply_acls, ensure_topics
+
+        admin = self.settings(ADMIN_USER, prefix)
+        await ensure_topics(admin)
+        await apply_acls(admin, bindings(prefix))
+
+    async def unsecure(self, prefix: str) -> None:
+        """Remove the prefix's topics and their ACLs (group and cluster rules serve every prefix: kept)."""
+        from hub_platform.kafka_acls import bindings
+        from hub_platform.kafka_admin import delete_acls, delete_prefixed_topics
+
+        admin = self.settings(ADMIN_USER, prefix)
+        await delete_prefixed_topics(admin, prefix)
+        if self.secured:
+            await delete_acls(admin, [b for b in bindings(prefix) if b.resource_type == "TOPIC"])
 
 
 class KafkaServer:
@@ -127,7 +212,22 @@ class KafkaServer:
         jars_dir: Path | None = None,
         java: str = "java",
         jvm_opts: Sequence[str] = (),
+        sasl_users: Mapping[str, str] | None = None,
+        node_id: int = 1,
+        quorum_voters: str | None = None,
+        cluster_id: str | None = None,
+        replication: int = 1,
     ) -> None:
+        """`sasl_users` (user -> password, ``admin`` among them) makes a secured broker; None: PLAINTEXT.
+        A node of a cluster (`KafkaCluster`) has its `node_id`, the static `quorum_voters`
+        ("1@127.0.0.1:<port>,2@..."), the cluster's id and its `replication` factor."""
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters
+        self.cluster_id = cluster_id
+        self.replication = replication
+        if sasl_users is not None and ADMIN_USER not in sasl_users:
+            raise ValueError(f"a secured broker needs the {ADMIN_USER!r} user")
+        self.sasl_users = dict(sasl_users) if sasl_users is not None else None
         self.workdir = Path(workdir).resolve()
         self.port = int(port)
         self.controller_port = int(controller_port) if controller_port is not None else self.port + 1
@@ -168,6 +268,21 @@ class KafkaServer:
     def properties_file(self) -> Path:
         return self.workdir / "server.properties"
 
+    @property
+    def credentials_file(self) -> Path:
+        return self.workdir / "credentials.json"
+
+    @property
+    def security_protocol(self) -> str:
+        return "SASL_PLAINTEXT" if self.sasl_users is not None else "PLAINTEXT"
+
+    def access(self) -> KafkaAccess:
+        return KafkaAccess(self.bootstrap_servers, self.sasl_users)
+
+    def client_options(self, user: str = ADMIN_USER) -> dict[str, Any]:
+        """aiokafka keyword arguments to connect as `user` (ignored on a PLAINTEXT broker)."""
+        return self.access().client_options(user)
+
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
     def attach(cls, workdir: Path | str) -> KafkaServer | None:
@@ -176,12 +291,20 @@ class KafkaServer:
         state = _proc.read_json(workdir / "kafka.json")
         if not state:
             return None
+        users = None
+        if state.get("security_protocol", "PLAINTEXT") != "PLAINTEXT":
+            users = (_proc.read_json(workdir / "credentials.json") or {}).get("users")
         server = cls(
             workdir,
             port=state["port"],
             controller_port=state["controller_port"],
             heap=state.get("heap", "256m"),
             jvm_opts=state.get("jvm_opts", ()),
+            sasl_users=users,
+            node_id=state.get("node_id", 1),
+            quorum_voters=state.get("quorum_voters"),
+            cluster_id=state.get("cluster_id"),
+            replication=state.get("replication", 1),
         )
         server.pid = state.get("pid")
         server._create_time = state.get("create_time")
@@ -216,11 +339,51 @@ class KafkaServer:
             controller_port=self.controller_port,
             log_dir=str(self.data_dir),
             offsets_partitions=10,
+            node_id=self.node_id,
+            quorum=(f"controller.quorum.voters={self.quorum_voters}" if self.quorum_voters
+                    else f"controller.quorum.bootstrap.servers={_HOST}:{self.controller_port}"),
+            replication=self.replication,
+            min_isr=min_insync_replicas(self.replication),
+            listener=self.security_protocol,
+            security=self._security_properties(),
         )
         self.properties_file.write_text(text)
 
+    def _security_properties(self) -> str:
+        if self.sasl_users is None:
+            return ""
+        admin = self.sasl_users[ADMIN_USER]
+        lower = SASL_MECHANISM.lower()
+        return "\n".join([
+            f"sasl.enabled.mechanisms={SASL_MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={SASL_MECHANISM}",
+            f"listener.name.sasl_plaintext.{lower}.sasl.jaas.config="
+            f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN_USER}" password="{admin}";',
+            # The controllers authenticate each other with PLAIN and a password in this file: SCRAM credentials
+            # live in the metadata log, which a cluster's voters cannot read before they have elected a leader.
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+            f'required username="{ADMIN_USER}" password="{admin}" user_{ADMIN_USER}="{admin}";',
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{ADMIN_USER}",
+            "allow.everyone.if.no.acl.found=false",
+        ])
+
+    def _write_credentials(self) -> None:
+        if self.sasl_users is None:
+            return
+        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"mechanism": SASL_MECHANISM, "users": self.sasl_users}, f, indent=2)
+
     def _format_storage(self, classpath: str) -> None:
         if (self.data_dir / "meta.properties").exists():
+            known = (_proc.read_json(self.credentials_file) or {}).get("users")
+            if self.sasl_users is not None and known != self.sasl_users:
+                raise ServerStartError(
+                    f"{self.data_dir} was formatted with other (or no) SCRAM users than this secured broker's; "
+                    f"remove {self.workdir} to start afresh")
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -229,12 +392,14 @@ class KafkaServer:
             classpath,
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            *([] if self.quorum_voters else ["--standalone"]),  # static voters: nothing more to say
             "-t",
-            new_cluster_id(),
+            self.cluster_id or new_cluster_id(),
             "-c",
             str(self.properties_file),
         ]
+        for user, password in (self.sasl_users or {}).items():
+            cmd += ["--add-scram", _scram_option(user, password)]
         proc = subprocess.run(
             cmd, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
         )
@@ -260,6 +425,7 @@ class KafkaServer:
         (self.workdir / "logs").mkdir(exist_ok=True)
         self._render_properties()
         self._format_storage(classpath)
+        self._write_credentials()
 
         cmd = [*self._java_base(self.heap), "-cp", classpath, "kafka.Kafka", str(self.properties_file)]
         _proc.launch(self, cmd, cwd=self.workdir, output=self.out_file, deadline=deadline)
@@ -269,7 +435,7 @@ class KafkaServer:
         """Poll until the broker lists itself in a metadata response (connecting, not sleeping)."""
         _proc.wait_until_ready(
             "kafka", is_running=self.is_running, host=_HOST, port=self.port, timeout=timeout,
-            probe=lambda: _proc.run_coro_sync(lambda: probe(self.bootstrap_servers)),
+            probe=lambda: _proc.run_coro_sync(lambda: probe(**self.client_options())),
             log_tail=lambda: f"(see {self.out_file} and {self.log_file})\n{_proc.tail(self.out_file)}\n{_proc.tail(self.log_file, 20)}",
         )
 
@@ -299,6 +465,11 @@ class KafkaServer:
             "controller_port": self.controller_port,
             "heap": self.heap,
             "jvm_opts": self.jvm_opts,
+            "security_protocol": self.security_protocol,
+            "node_id": self.node_id,
+            "quorum_voters": self.quorum_voters,
+            "cluster_id": self.cluster_id,
+            "replication": self.replication,
             "pid": self.pid,
             "create_time": self._create_time,
             "workdir": str(self.workdir),
@@ -311,14 +482,106 @@ class KafkaServer:
         return _proc.rss_bytes(self.pid) if self.pid else 0
 
 
-async def probe(bootstrap_servers: str, timeout_ms: int = 3000) -> bool:
+async def probe(bootstrap_servers: str, timeout_ms: int = 3000, **options: Any) -> bool:
     """True when the cluster answers a metadata request and has at least one live broker."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    options["bootstrap_servers"] = bootstrap_servers
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=timeout_ms)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
         return bool(cluster.get("brokers"))
     finally:
         await admin.close()
+
+
+class KafkaCluster:
+    """`size` combined broker+controller nodes from the same jars, one workdir each (``<workdir>/node<i>``),
+    with static voters and one cluster id; topics get `size` replicas (at most 3) and min.insync.replicas 2.
+
+    ``ports``: one client port per node (its controller port is the next one unless given in
+    ``controller_ports``). A single-node "cluster" is just `KafkaServer`: use that."""
+
+    def __init__(
+        self,
+        workdir: Path | str,
+        ports: Sequence[int],
+        controller_ports: Sequence[int] | None = None,
+        heap: str = "256m",
+        *,
+        sasl_users: Mapping[str, str] | None = None,
+        jvm_opts: Sequence[str] = (),
+        cluster_id: str | None = None,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        controller_ports = list(controller_ports or [p + 1 for p in ports])
+        if len(controller_ports) != len(ports) or len(ports) < 2:
+            raise ValueError("a cluster needs two nodes or more, each with a client and a controller port")
+        voters = ",".join(f"{i}@{_HOST}:{cp}" for i, cp in enumerate(controller_ports, start=1))
+        replication = min(len(ports), 3)
+        cid = cluster_id or self._recorded_cluster_id() or new_cluster_id()
+        self.nodes = [
+            KafkaServer(self.workdir / f"node{i}", port=p, controller_port=cp, heap=heap, jvm_opts=jvm_opts,
+                        sasl_users=sasl_users, node_id=i, quorum_voters=voters, cluster_id=cid, replication=replication)
+            for i, (p, cp) in enumerate(zip(ports, controller_ports), start=1)
+        ]
+
+    def _recorded_cluster_id(self) -> str | None:
+        state = _proc.read_json(self.workdir / "node1" / "kafka.json") or {}
+        return state.get("cluster_id")
+
+    @classmethod
+    def attach(cls, workdir: Path | str) -> KafkaCluster | None:
+        """The cluster recorded in `workdir` if every node's process is alive, else None."""
+        workdir = Path(workdir).resolve()
+        nodes = [KafkaServer.attach(d) for d in sorted(workdir.glob("node*"))]
+        if len(nodes) < 2 or any(n is None for n in nodes):
+            return None
+        cluster = cls.__new__(cls)
+        cluster.workdir = workdir
+        cluster.nodes = [n for n in nodes if n is not None]
+        return cluster
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(n.bootstrap_servers for n in self.nodes)
+
+    @property
+    def sasl_users(self) -> dict[str, str] | None:
+        return self.nodes[0].sasl_users
+
+    @property
+    def replication(self) -> int:
+        return self.nodes[0].replication
+
+    def access(self) -> KafkaAccess:
+        return KafkaAccess(self.bootstrap_servers, self.sasl_users)
+
+    def start(self, timeout: float = 180.0) -> str:
+        """Start every node at once (none is ready before a majority of the voters runs)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        ensure_jars()
+        with ThreadPoolExecutor(max_workers=len(self.nodes), thread_name_prefix="kafka-node") as pool:
+            for future in [pool.submit(n.start, timeout) for n in self.nodes]:
+                future.result()
+        return self.bootstrap_servers
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        for n in self.nodes:
+            n.wait_ready(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for n in reversed(self.nodes):
+            n.stop(timeout)
+
+    def describe(self) -> dict[str, Any]:
+        first = self.nodes[0].describe()
+        return {
+            **first,
+            "bootstrap_servers": self.bootstrap_servers,
+            "workdir": str(self.workdir),
+            "brokers": len(self.nodes),
+            "nodes": [n.describe() for n in self.nodes],
+        }

@@ -8,6 +8,13 @@ started fails the run loudly; no test skips for lack of infrastructure.
 
 Isolation: every test that asks for `hub_env` gets its own topic prefix and its
 own database, so tests never see each other's messages or rows.
+
+Security: the local broker the fixtures start is secured like `make up`'s (SASL/SCRAM, one
+principal per service and connector, ACLs from the topic catalog; HUB_LOCAL_KAFKA_SECURITY=PLAINTEXT
+turns that off). Each service then connects as its own principal, a test acting upstream as the
+connector (or UI) principal, and the admin only creates and deletes the test's topics and ACLs.
+A broker given by HUB_TEST_KAFKA_BOOTSTRAP or testcontainers is PLAINTEXT. Tests of the security
+itself ask for `secured_kafka`, which is always a secured broker.
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ from typing import Any
 
 import pytest
 
-from hub_platform.kafka_admin import delete_prefixed_topics
+from hub_devstack.kafka import KafkaAccess
+from hub_platform.settings import KafkaSettings
 
 SERVICES = ("identity", "linking", "tasks", "notifications", "sandbox")
+ADMIN = "admin"
 
 
 def free_port() -> int:
@@ -53,28 +62,73 @@ def docker_engine_answers() -> bool:
         return False
 
 
+class TestKafka(KafkaAccess):
+    """The test broker: where it is and, when secured, every principal's SCRAM password."""
+
+    __test__ = False  # not a test class, whatever its name
+
+
+def _start_local_kafka(secured: bool, brokers: int = 1) -> tuple[Any, TestKafka]:
+    """A private broker (or `brokers` nodes) for the session, secured like `make up`'s or not."""
+    from hub_devstack.kafka import KafkaCluster, KafkaServer
+    from hub_devstack.stack import sasl_users
+
+    # Every test makes its own prefixed topics (deleted again at its end); a larger heap than
+    # `make up`'s keeps a long run's metadata comfortable.
+    workdir = _server_dir("kafka")
+    users = sasl_users(workdir, "SASL_PLAINTEXT" if secured else "PLAINTEXT")
+    server: Any
+    if brokers > 1:
+        server = KafkaCluster(workdir, [free_port() for _ in range(brokers)], [free_port() for _ in range(brokers)],
+                              heap="512m", sasl_users=users)
+    else:
+        server = KafkaServer(workdir, port=free_port(), controller_port=free_port(), heap="768m", sasl_users=users)
+    server.start()
+    return server, TestKafka(server.bootstrap_servers, users)
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def test_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestKafka]:
     if os.environ.get("HUB_TEST_KAFKA_BOOTSTRAP"):
-        yield os.environ["HUB_TEST_KAFKA_BOOTSTRAP"]
+        yield TestKafka(os.environ["HUB_TEST_KAFKA_BOOTSTRAP"])
         return
     if docker_engine_answers():
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka:
-            yield kafka.get_bootstrap_server()
+            yield TestKafka(kafka.get_bootstrap_server())
         return
-    from hub_devstack.kafka import KafkaServer
+    from hub_devstack.settings import DevstackSettings
 
-    # Every test makes its own prefixed topics (deleted again at its end); a larger heap than
-    # `make up`'s keeps a long run's metadata comfortable.
-    workdir = _server_dir("kafka")
-    server = KafkaServer(workdir, port=free_port(), controller_port=free_port(), heap="768m")
+    cfg = DevstackSettings()  # HUB_LOCAL_KAFKA_SECURITY, HUB_LOCAL_KAFKA_BROKERS (KAFKA_BROKERS=3 make test)
+    server, kafka = _start_local_kafka(cfg.kafka_security != "PLAINTEXT", cfg.kafka_brokers)
     try:
-        yield server.start()
+        yield kafka
     finally:
         server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def secured_kafka(request: pytest.FixtureRequest) -> Iterator[TestKafka]:
+    """A broker with SASL/SCRAM and the StandardAuthorizer: the session's own, or a private one when that is PLAINTEXT."""
+    if not os.environ.get("HUB_TEST_KAFKA_BOOTSTRAP") and not docker_engine_answers():
+        shared: TestKafka = request.getfixturevalue("test_kafka")
+        if shared.secured:
+            yield shared
+            return
+    server, kafka = _start_local_kafka(True)
+    try:
+        yield kafka
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(test_kafka: TestKafka) -> str:
+    """The test broker's address (connecting to a secured one needs `test_kafka`'s credentials too)."""
+    return test_kafka.bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -108,15 +162,31 @@ class HubEnv:
     database: str
     topic_prefix: str
     dsns: dict[str, str] = field(default_factory=dict)
+    kafka: TestKafka | None = None
 
     def topic(self, logical: str) -> str:
         return f"{self.topic_prefix}{logical}"
 
+    @property
+    def test_kafka(self) -> TestKafka:
+        return self.kafka or TestKafka(self.bootstrap)
+
+    def kafka_settings(self, principal: str) -> KafkaSettings:
+        """Connect as `principal` (a service, "crm-connector", "pm-connector", "ui", "sandbox", "admin") to this test's topics."""
+        return self.test_kafka.settings(principal, self.topic_prefix)
+
+    def client_options(self, principal: str) -> dict[str, Any]:
+        return self.kafka_settings(principal).client_options()
+
+    def kafka_env(self, principal: str) -> dict[str, str]:
+        return self.test_kafka.service_env(principal)
+
     def env(self, service: str, **extra: str) -> dict[str, str]:
-        """Environment variables a service process (or its settings class) reads."""
+        """Environment variables a service process (or its settings class) reads; on a secured broker
+        the service connects as its own principal (the one named like it)."""
         return {
             "HUB_SERVICE_NAME": service,
-            "HUB_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            **self.kafka_env(service),
             "HUB_KAFKA__TOPIC_PREFIX": self.topic_prefix,
             "HUB_DB__URL": self.dsns[service],
             "HUB_HTTP_PORT": str(free_port()),
@@ -145,18 +215,29 @@ def patched_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+async def secure_prefix(kafka: KafkaAccess, prefix: str) -> None:
+    """As the admin: the catalog's topics under `prefix` and the ACLs the catalog gives each principal on them."""
+    await kafka.secure(prefix)
+
+
+async def unsecure_prefix(kafka: KafkaAccess, prefix: str) -> None:
+    """Remove the prefix's topics and their ACLs."""
+    await kafka.unsecure(prefix)
+
+
 @pytest.fixture
-async def hub_env(kafka_bootstrap: str, pg_admin_dsn: str) -> AsyncIterator[HubEnv]:
+async def hub_env(test_kafka: TestKafka, pg_admin_dsn: str) -> AsyncIterator[HubEnv]:
     from hub_devstack.provision import create_database, drop_database, provision_service
 
     database = f"t_{uuid.uuid4().hex[:10]}"
     await create_database(pg_admin_dsn, database)
-    env = HubEnv(kafka_bootstrap, pg_admin_dsn, database, f"t{uuid.uuid4().hex[:8]}.")
+    env = HubEnv(test_kafka.bootstrap, pg_admin_dsn, database, f"t{uuid.uuid4().hex[:8]}.", kafka=test_kafka)
     for service in SERVICES:
         env.dsns[service] = await provision_service(pg_admin_dsn, database, service, service)
+    await test_kafka.secure(env.topic_prefix)
     yield env
     with contextlib.suppress(Exception):
-        await delete_prefixed_topics(kafka_bootstrap, env.topic_prefix)
+        await test_kafka.unsecure(env.topic_prefix)
     with contextlib.suppress(Exception):
         await drop_database(pg_admin_dsn, database)
 
@@ -171,31 +252,66 @@ async def running(service: Any) -> AsyncIterator[Any]:
         await service.stop()
 
 
+class _MergedReader:
+    """Several consumers (one per principal) read as one: `getmany` merges their batches."""
+
+    def __init__(self, consumers: list[Any]) -> None:
+        self.consumers = consumers
+
+    async def getmany(self, timeout_ms: int = 0, **kwargs: Any) -> dict[Any, list[Any]]:
+        out: dict[Any, list[Any]] = {}
+        share = max(timeout_ms // len(self.consumers), 1) if timeout_ms else 0
+        for consumer in self.consumers:
+            out.update(await consumer.getmany(timeout_ms=share, **kwargs))
+        return out
+
+    async def stop(self) -> None:
+        for consumer in self.consumers:
+            await consumer.stop()
+
+
 class KafkaProbe:
-    """Produces envelopes to and reads messages from the test's topics on the real broker."""
+    """Produces envelopes to and reads messages from the test's topics on the real broker.
+
+    On a secured broker it acts as whoever the catalog lets do it: a test writing `crm.ingest`
+    is the CRM connector, one writing `linking.events` stands in for the linking service; a
+    reader of `pm.commands` is the PM connector (reading without a consumer group)."""
 
     def __init__(self, env: HubEnv) -> None:
         self.env = env
-        self._producer: Any = None
+        self._producers: dict[str, Any] = {}
         self._consumers: list[Any] = []
 
-    async def __aenter__(self) -> KafkaProbe:
-        from aiokafka import AIOKafkaProducer
-        from hub_platform.kafka_admin import ensure_topics
-        from hub_platform.settings import KafkaSettings
+    def _principal(self, pick: Callable[[str], str], logical_topic: str) -> str:
+        return pick(logical_topic) if self.env.test_kafka.secured else ADMIN
 
-        await ensure_topics(KafkaSettings(bootstrap_servers=self.env.bootstrap, topic_prefix=self.env.topic_prefix))
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.env.bootstrap, enable_idempotence=True, acks="all")
-        await self._producer.start()
+    async def __aenter__(self) -> KafkaProbe:
+        from hub_platform.kafka_admin import ensure_topics
+
+        await ensure_topics(self.env.kafka_settings(ADMIN))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         for c in self._consumers:
             await c.stop()
-        await self._producer.stop()
+        for p in self._producers.values():
+            await p.stop()
+
+    async def producer(self, principal: str) -> Any:
+        """An idempotent producer (acks=all) connected as `principal`."""
+        from aiokafka import AIOKafkaProducer
+
+        if principal not in self._producers:
+            producer = AIOKafkaProducer(**self.env.client_options(principal), enable_idempotence=True, acks="all")
+            await producer.start()
+            self._producers[principal] = producer
+        return self._producers[principal]
 
     async def send_raw(self, logical_topic: str, value: bytes | None, key: str = "k", headers: list[tuple[str, bytes]] | None = None) -> Any:
-        return await self._producer.send_and_wait(self.env.topic(logical_topic), value, key=key.encode(), headers=headers or [])
+        from hub_platform.kafka_acls import writer_of
+
+        producer = await self.producer(self._principal(writer_of, logical_topic))
+        return await producer.send_and_wait(self.env.topic(logical_topic), value, key=key.encode(), headers=headers or [])
 
     async def send(self, envelope: Any, logical_topic: str | None = None, headers: list[tuple[str, bytes]] | None = None) -> Any:
         from hub_schema import encode
@@ -205,16 +321,23 @@ class KafkaProbe:
         return await self.send_raw(topic, encode(envelope), key=envelope.entity_key, headers=headers)
 
     async def reader(self, *logical_topics: str) -> Any:
-        """A consumer reading the topics from the beginning (its own group)."""
+        """A consumer reading the topics from the beginning (every partition, no consumer group)."""
         from aiokafka import AIOKafkaConsumer
+        from hub_platform.kafka_acls import reader_of
 
-        consumer = AIOKafkaConsumer(
-            *(self.env.topic(t) for t in logical_topics), bootstrap_servers=self.env.bootstrap,
-            group_id=f"probe-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest", enable_auto_commit=False,
-        )
-        await consumer.start()
-        self._consumers.append(consumer)
-        return consumer
+        by_principal: dict[str, list[str]] = {}
+        for t in logical_topics:
+            by_principal.setdefault(self._principal(reader_of, t), []).append(self.env.topic(t))
+        consumers = []
+        for principal, physical in by_principal.items():
+            consumer = AIOKafkaConsumer(
+                *physical, **self.env.client_options(principal),
+                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+            )
+            await consumer.start()
+            self._consumers.append(consumer)
+            consumers.append(consumer)
+        return consumers[0] if len(consumers) == 1 else _MergedReader(consumers)
 
     async def collect(self, consumer: Any, until: Callable[[list[Any]], bool], timeout: float = 30.0, settle: float = 0.0) -> list[Any]:
         """Read records until `until(records)` holds (then `settle` more seconds, to catch extras)."""

@@ -78,6 +78,7 @@ def launch(state_dir: Path, info: dict[str, Any], service: str, index: int) -> d
         **os.environ,
         **info["services"][service]["env"],
         **stack.ensure_tokens(state_dir),
+        **stack.kafka_env(info, service),
         "HUB_HTTP_PORT": str(port),
         "HUB_OBS__LOG_FORMAT": "json",
         "PYTHONUNBUFFERED": "1",

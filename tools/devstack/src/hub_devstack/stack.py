@@ -11,7 +11,8 @@ infrastructure, since they were started after it).
 State folder layout::
 
     stack.json            what runs where (see ``start_infra``)
-    kafka/                KafkaServer workdir (server.properties, data/, logs/server.log, kafka.out)
+    kafka/                KafkaServer workdir (server.properties, data/, logs/server.log, kafka.out,
+                          credentials.json: the SCRAM password of every principal, mode 0600)
     postgres/             PGDATA (kept across restarts); postgres.log, postgres.pid beside it
     mailbox/              .eml files received by the SMTP sink
     secrets/              admin-token, operator-token (mode 600): generated once, kept across restarts
@@ -37,7 +38,7 @@ import psutil
 
 from . import _proc
 from ._proc import ServerStartError
-from .kafka import KafkaServer, ensure_jars
+from .kafka import ADMIN_USER, KafkaAccess, KafkaCluster, KafkaServer, ensure_jars, new_password
 from .postgres import PostgresServer
 from .provision import provision_service
 from .settings import SERVICES, DevstackSettings
@@ -191,23 +192,70 @@ def start_smtp_process(state_dir: Path, port: int, timeout: float = 30.0) -> dic
 # -- whole stack ---------------------------------------------------------------------------------
 
 
-def _start_kafka(state_dir: Path, cfg: DevstackSettings) -> KafkaServer:
+def kafka_principals() -> list[str]:
+    """Every SCRAM user of a secured local broker: the admin and each principal of the ACL model."""
+    from hub_platform.kafka_acls import PRINCIPALS
+
+    return [ADMIN_USER, *PRINCIPALS]
+
+
+def sasl_users(workdir: Path, security: str) -> dict[str, str] | None:
+    """The principals' passwords: those the broker in `workdir` was formatted with, else new ones."""
+    if security == "PLAINTEXT":
+        return None
+    known = (_proc.read_json(workdir / "credentials.json") or {}).get("users")
+    return known or {user: new_password() for user in kafka_principals()}
+
+
+def _start_kafka(state_dir: Path, cfg: DevstackSettings) -> KafkaServer | KafkaCluster:
     workdir = state_dir / "kafka"
-    server = KafkaServer.attach(workdir)
-    if server is None:
-        server = KafkaServer(
-            workdir,
-            port=cfg.kafka_port,
-            controller_port=cfg.kafka_controller_port,
-            heap=cfg.kafka_heap,
-            jvm_opts=cfg.kafka_jvm_opts.split(),
-        )
-        server.start(timeout=cfg.start_timeout)
+    server: KafkaServer | KafkaCluster | None
+    if cfg.kafka_brokers > 1:
+        server = KafkaCluster.attach(workdir)
+        if server is None:
+            ports = [cfg.kafka_port + 2 * i for i in range(cfg.kafka_brokers)]
+            server = KafkaCluster(workdir, ports, heap=cfg.kafka_heap, jvm_opts=cfg.kafka_jvm_opts.split(),
+                                  sasl_users=sasl_users(workdir / "node1", cfg.kafka_security))
+            server.start(timeout=cfg.start_timeout)
+        else:
+            server.wait_ready(cfg.start_timeout)
     else:
-        server.wait_ready(cfg.start_timeout)
+        server = KafkaServer.attach(workdir)
+        if server is None:
+            server = KafkaServer(
+                workdir,
+                port=cfg.kafka_port,
+                controller_port=cfg.kafka_controller_port,
+                heap=cfg.kafka_heap,
+                jvm_opts=cfg.kafka_jvm_opts.split(),
+                sasl_users=sasl_users(workdir, cfg.kafka_security),
+            )
+            server.start(timeout=cfg.start_timeout)
+        else:
+            server.wait_ready(cfg.start_timeout)
+    final = server
+    _proc.run_coro_sync(lambda: final.access().secure())  # as the admin: topics and ACLs (when secured)
     update_stack(state_dir, kafka=server.describe())
-    record_process(state_dir, "kafka", server.pid or 0, log=server.log_file, stop_signal="SIGTERM", stop_timeout=30)
+    nodes = server.nodes if isinstance(server, KafkaCluster) else [server]
+    for node in nodes:
+        name = "kafka" if len(nodes) == 1 else f"kafka-{node.node_id}"
+        record_process(state_dir, name, node.pid or 0, log=node.log_file, stop_signal="SIGTERM", stop_timeout=30)
     return server
+
+
+def kafka_env(info: dict[str, Any], principal: str) -> dict[str, str]:
+    """HUB_KAFKA__* variables for a service of the stack recorded in `info` (stack.json) acting as `principal`.
+    The passwords stay in the Kafka workdir's credentials.json, not in stack.json."""
+    return kafka_access(info).service_env(principal)
+
+
+def kafka_access(info: dict[str, Any]) -> KafkaAccess:
+    """The stack's broker and its principals' credentials (from stack.json's contents)."""
+    workdir = info["kafka"]["workdir"]
+    server = KafkaCluster.attach(workdir) if info["kafka"].get("brokers", 1) > 1 else KafkaServer.attach(workdir)
+    if server is None:
+        raise RuntimeError(f"the stack's Kafka in {info['kafka']['workdir']} is not running")
+    return server.access()
 
 
 def _start_postgres(state_dir: Path, cfg: DevstackSettings) -> PostgresServer:

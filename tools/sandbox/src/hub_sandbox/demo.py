@@ -55,6 +55,8 @@ class Target:
     maildir: Path
     kafka_bootstrap: str
     topic_prefix: str = ""
+    kafka_options: dict[str, Any] = field(default_factory=dict)
+    """aiokafka security options of the principal the demo reads as (the CRM UI's, "ui")."""
     admin_token: str = ""
     timeout: float = 90.0
 
@@ -88,15 +90,16 @@ async def wait_for(what: str, probe: Callable[[], Awaitable[T | None]], timeout:
 class HubEvents:
     """A tail of linking.events for one org (answers to UI requests), read from the end at start."""
 
-    def __init__(self, bootstrap: str, topic: str, org_id: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, org_id: str, options: dict[str, Any] | None = None) -> None:
         self.bootstrap, self.topic, self.org_id = bootstrap, topic, org_id
+        self.options = {k: v for k, v in (options or {}).items() if k != "bootstrap_servers"}
         self.events: list[dict[str, Any]] = []
         self._consumer: Any = None
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, **self.options)
         await self._consumer.start()
         parts = await wait_for(f"topic {self.topic}", self._partitions, 30)
         tps = [TopicPartition(self.topic, p) for p in parts]
@@ -150,7 +153,7 @@ class Story:
         self.admin_email = f"admin@{self.domain}"
         self.http = httpx.AsyncClient(timeout=15)
         self.ui = SandboxHttpClient(target.sandbox_url, org_id=org_id, acting_user_id="u-admin", http=self.http)
-        self.events = HubEvents(target.kafka_bootstrap, f"{target.topic_prefix}linking.events", org_id)
+        self.events = HubEvents(target.kafka_bootstrap, f"{target.topic_prefix}linking.events", org_id, target.kafka_options)
         self.key: str | None = None
         self._mails_seen: set[Path] = set()
 
@@ -485,6 +488,16 @@ async def run_story(target: Target, org_id: str | None = None, out: Callable[[st
     return await Story(target, org_id, out).run()
 
 
+def _ui_kafka_options(info: dict[str, Any]) -> dict[str, Any]:
+    """The CRM UI principal's credentials on a secured `make up` broker (none on a PLAINTEXT one)."""
+    creds_file = Path(info["kafka"].get("workdir", "")) / "credentials.json"
+    if info["kafka"].get("security_protocol", "PLAINTEXT") == "PLAINTEXT" or not creds_file.is_file():
+        return {}
+    creds = json.loads(creds_file.read_text())
+    return {"security_protocol": info["kafka"]["security_protocol"], "sasl_mechanism": creds["mechanism"],
+            "sasl_plain_username": "ui", "sasl_plain_password": creds["users"]["ui"]}
+
+
 def target_from_stack(state_dir: Path) -> Target:
     """Where `make up` runs, from <state_dir>/stack.json."""
     stack_file = state_dir / "stack.json"
@@ -502,6 +515,7 @@ def target_from_stack(state_dir: Path) -> Target:
         maildir=Path(info["smtp"]["maildir"]),
         kafka_bootstrap=info["kafka"]["bootstrap_servers"],
         topic_prefix=os.environ.get("HUB_KAFKA__TOPIC_PREFIX", ""),
+        kafka_options=_ui_kafka_options(info),
         admin_token=os.environ.get("HUB_LINKING_ADMIN_TOKEN") or _stack_admin_token(state_dir),
     )
 
