@@ -24,7 +24,6 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -639,7 +639,7 @@ class Figures:
         lines = [
             f"fault suite ({self.mode}): {self.duration_s:.0f}s",
             f"  events sent            {self.events_sent} ({self.accepted} distinct accepted)",
-            f"  inputs injected        " + ", ".join(f"{k}={v}" for k, v in sorted(self.injected.items())),
+            "  inputs injected        " + ", ".join(f"{k}={v}" for k, v in sorted(self.injected.items())),
             f"  faults injected        {len(self.faults)}: " + ", ".join(f"{k}={v}" for k, v in sorted(self.fault_counts().items())),
             f"  lost                   {self.lost}",
             f"  duplicated effects     {self.duplicated}",
@@ -652,8 +652,8 @@ class Figures:
             f"  PM tasks -> CRM        {self.tasks_created}/{self.tasks_expected} created once each"
             if self.tasks_expected else "  PM tasks -> CRM        (not exercised)",
             f"  final consumer lag     {self.final_lag}",
-            f"  services ready at end  " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in self.services_ready.items()),
-            f"  service restarts       " + ", ".join(f"{k}={v}" for k, v in self.services_restarts.items()),
+            "  services ready at end  " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in self.services_ready.items()),
+            "  service restarts       " + ", ".join(f"{k}={v}" for k, v in self.services_restarts.items()),
             f"  producer re-sends      {self.producer_retries} (broker outages)",
             f"  partition ownership    {len(self.owned_twice)} partitions owned twice in {self.ownership_samples} samples "
             f"of the groups; most members: " + ", ".join(f"{k}={v}" for k, v in sorted(self.most_members.items())),

@@ -7,7 +7,7 @@ import string
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from hub_identity import domain

@@ -32,7 +32,7 @@ def mail_request(email: str) -> tuple[uuid.UUID, object]:
     payload = NotificationRequested(request_id=rid, kind="subtask_update_failed", optional=False,
                                     recipient=Recipient(email=email, name=None, locale="en"),
                                     data={"task_name": "t", "task_id": "pt-1", "parent_task_name": "p", "project_name": "x"})
-    return rid, make_event(payload, org_id="org-1", entity_key=f"org:org-1", producer="crm-ui", origin="crm")
+    return rid, make_event(payload, org_id="org-1", entity_key="org:org-1", producer="crm-ui", origin="crm")
 
 
 @pytest.mark.attack("a CRM-UI producer publishes notification.requested onto hub.requests to make the hub e-mail any address",

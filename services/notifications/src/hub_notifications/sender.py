@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import random
 import ssl
-import uuid
 from datetime import datetime, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage

@@ -52,15 +52,10 @@ def start_services(state_dir: Path, info: dict[str, Any], timeout: float = 120.0
     return started
 
 
-def _admin_token_line() -> str:
-    """Where to find the token that guards linking's key-issuing endpoint (POST /api/v1/service-keys)."""
-    hint = getattr(stack, "admin_token_hint", None) or globals().get("admin_token_hint")
-    if callable(hint):
-        return f"Linking admin token: {hint()}"
-    if os.environ.get("HUB_LINKING_ADMIN_TOKEN"):
-        return "Linking admin token: the value of HUB_LINKING_ADMIN_TOKEN in this shell"
-    return ("Linking admin token: local-linking-admin-token (the built-in local default; "
-            "set HUB_LINKING_ADMIN_TOKEN before `make up` to choose another)")
+def token_lines(state_dir: Path) -> list[str]:
+    """Where the local stack keeps the tokens that guard linking's key minting and the notifications API."""
+    return [f"Linking admin token: {stack.admin_token_hint(state_dir)}  (HUB_LINKING_ADMIN_TOKEN)",
+            f"Operator token:      {stack.operator_token_hint(state_dir)}  (HUB_OPERATOR_TOKEN)"]
 
 
 def summary_lines(info: dict[str, Any], services: dict[str, dict[str, Any]]) -> list[str]:
@@ -79,11 +74,12 @@ def summary_lines(info: dict[str, Any], services: dict[str, dict[str, Any]]) -> 
     return [f"  {a:<{first}}  {b:<{second}}  {c}" for a, b, c in rows]
 
 
-def print_summary(info: dict[str, Any], services: dict[str, dict[str, Any]], elapsed: float) -> None:
+def print_summary(info: dict[str, Any], services: dict[str, dict[str, Any]], elapsed: float, state_dir: Path) -> None:
     print(f"\nsynchub is up ({elapsed:.1f}s)\n")
     print("\n".join(summary_lines(info, services)))
     print("\n  Read API (Projects tab): http://127.0.0.1:8082/api/v1/openapi.json")
-    print(f"  {_admin_token_line()}")
+    for line in token_lines(state_dir):
+        print(f"  {line}")
     print("  Ctrl-C stops everything; from another shell: make down\n", flush=True)
 
 
@@ -111,7 +107,7 @@ def up(state_dir: Path) -> int:
         print(f"make up failed: {exc}", file=sys.stderr)
         stack.stop_all(state_dir)
         return 1
-    print_summary(info, services, time.monotonic() - t0)
+    print_summary(info, services, time.monotonic() - t0, state_dir)
     stopped_elsewhere = False
     all_gone_since: float | None = None
     try:
