@@ -28,7 +28,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from hub_devstack.e2e import LINKING_ADMIN_TOKEN, OPERATOR_TOKEN, HubStack, hub_stack
-from hub_devstack.pytest_plugin import SERVICES, HubEnv, delete_prefixed_topics, free_port
+from hub_devstack.pytest_plugin import SERVICES, HubEnv, TestKafka, free_port
 from hub_schema import make_event
 from hub_schema.events.notifications import NotificationPreferencesChange
 
@@ -47,14 +47,15 @@ class Hub:
 
 
 @pytest.fixture(scope="module")
-async def hub(kafka_bootstrap: str, pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hub]:
+async def hub(test_kafka: TestKafka, pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hub]:
     from hub_devstack.provision import create_database, drop_database, provision_service
 
     database = f"t_{uuid.uuid4().hex[:10]}"
     await create_database(pg_admin_dsn, database)
-    env = HubEnv(kafka_bootstrap, pg_admin_dsn, database, f"t{uuid.uuid4().hex[:8]}.")
+    env = HubEnv(test_kafka.bootstrap, pg_admin_dsn, database, f"t{uuid.uuid4().hex[:8]}.", kafka=test_kafka)
     for service in SERVICES:
         env.dsns[service] = await provision_service(pg_admin_dsn, database, service, service)
+    await test_kafka.secure(env.topic_prefix)
     try:
         async with hub_stack(env, tmp_path_factory.mktemp("attacks")) as stack:
             keys = {org: await stack.new_service_key(org) for org in ("org-a", "org-b")}
@@ -65,7 +66,7 @@ async def hub(kafka_bootstrap: str, pg_admin_dsn: str, tmp_path_factory: pytest.
             yield Hub(stack, keys, task_of)
     finally:
         with contextlib.suppress(Exception):
-            await delete_prefixed_topics(kafka_bootstrap, env.topic_prefix)
+            await test_kafka.unsecure(env.topic_prefix)
         with contextlib.suppress(Exception):
             await drop_database(pg_admin_dsn, database)
 
@@ -181,7 +182,7 @@ async def test_a_preference_request_changes_only_the_senders_org(hub: Hub) -> No
         request_id=uuid.uuid4(), acting_user_id="u-b", email="marker@shared.example", kinds=["import_outcome"],
         opted_out=True, changed_at=datetime.now(timezone.utc)), org_id="org-b", entity_key="org:org-b",
         producer="crm-ui", origin="crm")
-    producer = AIOKafkaProducer(bootstrap_servers=s.env.bootstrap)
+    producer = AIOKafkaProducer(**s.env.client_options("ui"))
     await producer.start()
     try:
         for env in (change, also):  # same key, same partition: `also` is applied after `change`
