@@ -141,7 +141,8 @@ class HubService:
         self.pool: asyncpg.Pool | None = None
         self.started = False
         self.broker = KafkaBroker(
-            settings.kafka.bootstrap_servers,
+            # a list: FastStream hands a string to aiokafka as one host, "a:9092,b:9092" included
+            [s.strip() for s in settings.kafka.bootstrap_servers.split(",") if s.strip()],
             security=_security(settings.kafka),
             graceful_timeout=settings.shutdown_grace_seconds,
             client_id=f"hub-{self.name}",
