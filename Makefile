@@ -51,7 +51,7 @@ contracts-check: install ## fail if the committed contracts and the code disagre
 
 security-doc: install ## run every attack-marked test and rewrite the attack table of docs/security.md with the results
 	@mkdir -p reports
-	HUB_SECURITY_REPORT=reports/security.json $(UV) run pytest -m attack -p no:randomly $(PYTEST_ARGS); status=$$?; \
+	HUB_SECURITY_REPORT=reports/security.json $(UV) run pytest -m attack $(PYTEST_ARGS); status=$$?; \
 	$(UV) run python -m hub_devstack.security_report reports/security.json docs/security.md && exit $$status
 
 demo: ## tell a story through the FAQ against the stack `make up` runs (STATE_DIR); ZOHO=fake: a task through both Zoho connectors and a fake Zoho (own servers)
