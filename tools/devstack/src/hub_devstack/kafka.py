@@ -17,8 +17,9 @@ Workdir layout (``KafkaServer(workdir)``)::
 Secured (``sasl_users`` given): the client listener is SASL_PLAINTEXT with SCRAM-SHA-512, every
 user's credentials are written into the metadata log at format time (``StorageTool format
 --add-scram``), the ``StandardAuthorizer`` denies whatever no ACL allows, and ``admin`` is the
-super user (inter-broker traffic, topic creation, the ACLs themselves). The controller listener stays
-PLAINTEXT on loopback.
+super user (inter-broker traffic, topic creation, the ACLs themselves). The controller listener is
+SASL_PLAINTEXT too, with PLAIN and the admin's password in server.properties (a PLAINTEXT one would
+have to make ANONYMOUS a super user; SCRAM cannot work there before a cluster's quorum has formed).
 """
 
 from __future__ import annotations
