@@ -55,7 +55,8 @@ class Connector:
     def __init__(self, settings: CrmConnectorSettings, orgs: dict[str, ZohoOrg] | None = None,
                  http: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
-        self.orgs = orgs if orgs is not None else load_orgs(settings.crm_connector_orgs_file)
+        self.orgs = orgs if orgs is not None else load_orgs(
+            settings.crm_connector_orgs_file, settings.zoho_orgs.get_secret_value() if settings.zoho_orgs else "")
         self.apis = {org_id: ZohoApi(org, http) for org_id, org in self.orgs.items()}
         self.crm = {org_id: CrmClient(api) for org_id, api in self.apis.items()}
         self.topics = TopicNames(settings.kafka.topic_prefix)

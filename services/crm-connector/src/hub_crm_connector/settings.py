@@ -6,7 +6,7 @@ Credentials are not settings: they come per org from `HUB_ZOHO_ORGS` (JSON) or t
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from hub_platform.settings import ServiceSettings
 
@@ -16,6 +16,7 @@ MODULES = ("Accounts", "Contacts", "Deals", "Leads", "Tasks", "Notes")
 class CrmConnectorSettings(ServiceSettings):
     service_name: str = "crm_connector"
     http_port: int = 8091
+    zoho_orgs: SecretStr | None = Field(None, description="The orgs' Zoho credentials as JSON (HUB_ZOHO_ORGS; see hub_zoho.orgs).")
     crm_connector_orgs_file: str | None = Field(None, description="JSON secrets file of the orgs (HUB_CRM_CONNECTOR_ORGS_FILE).")
     crm_connector_public_url: str = Field(
         "http://127.0.0.1:8091", description="Where Zoho reaches this connector; notifications go to {url}/zoho/crm/notify/{org_id}.")

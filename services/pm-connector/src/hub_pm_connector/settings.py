@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from hub_platform.settings import ServiceSettings
 
@@ -13,6 +13,7 @@ KINDS = ("users", "clients", "projects", "tasks", "comments")
 class PmConnectorSettings(ServiceSettings):
     service_name: str = "pm_connector"
     http_port: int = 8092
+    zoho_orgs: SecretStr | None = Field(None, description="The orgs' Zoho credentials as JSON (HUB_ZOHO_ORGS; see hub_zoho.orgs).")
     pm_connector_orgs_file: str | None = Field(None, description="JSON secrets file of the orgs (HUB_PM_CONNECTOR_ORGS_FILE).")
     pm_connector_poll_seconds: float = Field(
         60.0, gt=0, description="Projects has no change notifications for apps: every portal is polled this often.")
