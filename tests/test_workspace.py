@@ -127,3 +127,15 @@ def test_migrations_ship_inside_the_wheel_and_are_found_there(service: str, tmp_
     (tmp_path / "empty" / "pkg").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no migrations"):
         service_migrations(str(tmp_path / "empty" / "pkg" / "main.py"), service)
+
+
+def test_migration_versions_are_unique_within_each_schema() -> None:
+    """dbmate keys a migration by its version prefix: two files with one version in a folder make `migrate`
+    fail with a duplicate key (it happened when two branches each added a migration on the same day)."""
+    dirs = [*ROOT.glob("services/*/migrations"), ROOT / "libs/platform/src/hub_platform/migrations",
+            ROOT / "libs/platform/src/hub_platform/echo_migrations"]
+    assert dirs
+    for d in dirs:
+        versions = [p.name.split("_", 1)[0] for p in d.glob("*.sql")]
+        duplicated = sorted({v for v in versions if versions.count(v) > 1})
+        assert not duplicated, f"{d.relative_to(ROOT)}: versions used twice: {duplicated}"
