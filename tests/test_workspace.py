@@ -127,3 +127,13 @@ def test_migrations_ship_inside_the_wheel_and_are_found_there(service: str, tmp_
     (tmp_path / "empty" / "pkg").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no migrations"):
         service_migrations(str(tmp_path / "empty" / "pkg" / "main.py"), service)
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in ROOT.glob("services/*/migrations")))
+def test_migration_versions_are_unique_with_the_platforms(folder: str) -> None:
+    """dbmate applies the platform's and a service's migrations as one list keyed by version: two files with
+    one version (easy after merging branches) fail every start with a duplicate key in schema_migrations."""
+    platform = ROOT / "libs/platform/src/hub_platform/migrations"
+    files = [*platform.glob("*.sql"), *(ROOT / "services" / folder / "migrations").glob("*.sql")]
+    versions = [f.name.split("_", 1)[0] for f in files]
+    assert sorted(v for v in set(versions) if versions.count(v) > 1) == [], sorted(f.name for f in files)
