@@ -64,7 +64,7 @@ async def connectors(env: HubEnv, stack: HubStack, fake: FakeZoho, zoho_url: str
         task = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.05)
-        stack.services.update(crm_connector=crm_service, pm_connector=pm_service)  # quiesce() waits for them too
+        stack.services.update({"crm-connector": crm_service, "pm-connector": pm_service})  # quiesce() waits for them too
         try:
             yield crm, pm
         finally:
