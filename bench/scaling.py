@@ -84,7 +84,7 @@ async def one_row(service: str, replicas: int, events: int, infra: h.Infra, dbs:
     p = Pipeline(sc, infra, dsns[sc.service], h.with_database(infra.admin_dsn, name), run_dir)
     extra = [h.ServiceProcess(f"{sc.name}-{i}", p.proc.cmd, {**p.proc.env, "HUB_HTTP_PORT": str(h.free_port())},
                               run_dir / f"{sc.name}-x{replicas}-{i}.log") for i in range(2, replicas + 1)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
+    admin = AIOKafkaAdminClient(**infra.options())
     await admin.start()
     try:
         await p.start()

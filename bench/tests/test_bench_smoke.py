@@ -63,12 +63,12 @@ async def test_stall_probe_measures_a_frozen_service_and_its_batches(test_kafka:
     assert res["tail_batches"] >= 1 and res["tail_batch_max"] >= res["tail_batch_p50"] >= 1
 
 
-async def test_scaling_row_runs_two_replicas_that_split_the_partitions(kafka_bootstrap: str, pg_admin_dsn: str, tmp_path) -> None:
+async def test_scaling_row_runs_two_replicas_that_split_the_partitions(test_kafka: TestKafka, pg_admin_dsn: str, tmp_path) -> None:
     """The scaling table's harness: two echo processes in one group (one_row checks every partition owned once by
     exactly two members) work through a backlog; the row names the busiest process."""
     from bench.scaling import one_row, render
 
-    infra = h.Infra(kafka_bootstrap, pg_admin_dsn, "test")
+    infra = h.Infra(test_kafka.bootstrap, pg_admin_dsn, "test", test_kafka)  # the credentials, on a secured broker
     dbs = h.Databases(infra)
     try:
         row = await one_row("echo", 2, 200, infra, dbs, tmp_path)

@@ -42,8 +42,10 @@ def is_log_line(line: str) -> bool:
 async def dead_letter_headers(env: HubEnv) -> list[str]:
     """Every header of every record on the run's dead-letter topic, read to its end offsets."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from hub_platform.kafka_acls import reader_of
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=env.bootstrap, enable_auto_commit=False)
+    # as the principal the catalog lets read dead letters (the replay tool's), on a secured broker
+    consumer = AIOKafkaConsumer(**env.client_options(reader_of(topics.DEAD_LETTERS)), enable_auto_commit=False)
     await consumer.start()
     try:
         topic = env.topic(topics.DEAD_LETTERS)

@@ -47,12 +47,13 @@ async def connectors(env: HubEnv, stack: HubStack, fake: FakeZoho, zoho_url: str
     org = {"org_id": ORG, "client_id": fake.client_id, "client_secret": fake.client_secret, "refresh_token": fake.refresh_token,
            "accounts_url": zoho_url, "api_url": zoho_url, "projects_url": zoho_url, "portal_ids": [PORTAL],
            "notify_token": "e2e-notify-token"}
-    for name in ("crm_connector", "pm_connector"):
-        env.dsns[name] = await provision_service(env.admin_dsn, env.database, name, name)
+    for name in ("crm-connector", "pm-connector"):  # the principal; its schema and role have an underscore
+        schema = name.replace("-", "_")
+        env.dsns[name] = await provision_service(env.admin_dsn, env.database, schema, schema)
     port = free_port()
-    crm_settings = env.settings(CrmConnectorSettings, "crm_connector", HUB_CRM_CONNECTOR_PUBLIC_URL=f"http://127.0.0.1:{port}",
+    crm_settings = env.settings(CrmConnectorSettings, "crm-connector", HUB_CRM_CONNECTOR_PUBLIC_URL=f"http://127.0.0.1:{port}",
                                 HUB_CRM_CONNECTOR_POLL_SECONDS="3600", HUB_OBS__LOG_LEVEL="warning")
-    pm_settings = env.settings(PmConnectorSettings, "pm_connector", HUB_PM_CONNECTOR_POLL_SECONDS="3600",
+    pm_settings = env.settings(PmConnectorSettings, "pm-connector", HUB_PM_CONNECTOR_POLL_SECONDS="3600",
                                HUB_OBS__LOG_LEVEL="warning")
     crm = CrmConnector(crm_settings, orgs={ORG: ZohoOrg.model_validate(org)})
     pm = PmConnector(pm_settings, orgs={ORG: ZohoOrg.model_validate(org)})
@@ -63,7 +64,7 @@ async def connectors(env: HubEnv, stack: HubStack, fake: FakeZoho, zoho_url: str
         task = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.05)
-        stack.services.update(crm_connector=crm_service, pm_connector=pm_service)  # quiesce() waits for them too
+        stack.services.update({"crm-connector": crm_service, "pm-connector": pm_service})  # quiesce() waits for them too
         try:
             yield crm, pm
         finally:

@@ -88,7 +88,8 @@ async def echo_replicas(hub_env: HubEnv, tmp_path: Path) -> AsyncIterator[tuple[
 
 
 async def _admin(env: HubEnv) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=env.bootstrap)
+    """An admin client for the `echo` group: its members, their partitions and removing static ones."""
+    admin = AIOKafkaAdminClient(**env.client_options("echo"))  # the group's own principal may describe and leave it
     await admin.start()
     return admin
 

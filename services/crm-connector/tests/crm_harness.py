@@ -55,11 +55,11 @@ async def serve(app: Starlette, port: int) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def crm_connector(env: HubEnv, fake: FakeZoho | None = None, **settings: str) -> AsyncIterator[Crm]:
-    env.dsns["crm_connector"] = await provision_service(env.admin_dsn, env.database, "crm_connector", "crm_connector")
+    env.dsns["crm-connector"] = await provision_service(env.admin_dsn, env.database, "crm_connector", "crm_connector")
     fake = fake or FakeZoho()
     port = free_port()
     async with serving(fake) as zoho_url:
-        s = env.settings(CrmConnectorSettings, "crm_connector", HUB_CRM_CONNECTOR_PUBLIC_URL=f"http://127.0.0.1:{port}",
+        s = env.settings(CrmConnectorSettings, "crm-connector", HUB_CRM_CONNECTOR_PUBLIC_URL=f"http://127.0.0.1:{port}",
                          HUB_CRM_CONNECTOR_POLL_SECONDS="3600", **settings)
         connector = Connector(s, orgs={ORG: zoho_org(fake, zoho_url)})
         service = build(s, connector)

@@ -63,7 +63,7 @@ async def test_hub_connector_backfill_command(hub_env: HubEnv, kafka_probe: Kafk
     async with serving(fake) as url:
         orgs = {ORG: {"client_id": fake.client_id, "client_secret": fake.client_secret, "refresh_token": fake.refresh_token,
                       "accounts_url": url, "api_url": url, "notify_token": NOTIFY_TOKEN}}
-        env = {**os.environ, **hub_env.env("crm_connector"), "HUB_ZOHO_ORGS": json.dumps(orgs)}
+        env = {**os.environ, **hub_env.env("crm-connector"), "HUB_ZOHO_ORGS": json.dumps(orgs)}
         out = await kafka_probe.reader(topics.CRM_INGEST)
         script = Path(sys.executable).parent / "hub-connector"
         proc = await asyncio.create_subprocess_exec(str(script), "backfill", "--org", ORG, "--since", "2020-01-01", "--side", "crm",

@@ -48,10 +48,10 @@ def seed(fake: FakeZoho) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def pm_connector(env: HubEnv, fake: FakeZoho | None = None, **settings: str) -> AsyncIterator[Pm]:
-    env.dsns["pm_connector"] = await provision_service(env.admin_dsn, env.database, "pm_connector", "pm_connector")
+    env.dsns["pm-connector"] = await provision_service(env.admin_dsn, env.database, "pm_connector", "pm_connector")
     fake = fake or FakeZoho()
     async with serving(fake) as url:
-        s = env.settings(PmConnectorSettings, "pm_connector", HUB_PM_CONNECTOR_POLL_SECONDS="3600", **settings)
+        s = env.settings(PmConnectorSettings, "pm-connector", HUB_PM_CONNECTOR_POLL_SECONDS="3600", **settings)
         org = ZohoOrg.model_validate({"org_id": ORG, "client_id": fake.client_id, "client_secret": fake.client_secret,
                                       "refresh_token": fake.refresh_token, "accounts_url": url, "api_url": url, "projects_url": url,
                                       "portal_ids": [PORTAL], "webhook_secret": WEBHOOK_SECRET})

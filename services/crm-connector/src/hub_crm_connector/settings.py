@@ -14,7 +14,8 @@ MODULES = ("Accounts", "Contacts", "Deals", "Leads", "Tasks", "Notes")
 
 
 class CrmConnectorSettings(ServiceSettings):
-    service_name: str = "crm_connector"
+    service_name: str = "crm-connector"
+    """Its Kafka principal and consumer group (`hub_platform.kafka_acls`); the database schema is `crm_connector`."""
     http_port: int = 8091
     zoho_orgs: SecretStr | None = Field(None, description="The orgs' Zoho credentials as JSON (HUB_ZOHO_ORGS; see hub_zoho.orgs).")
     crm_connector_orgs_file: str | None = Field(None, description="JSON secrets file of the orgs (HUB_CRM_CONNECTOR_ORGS_FILE).")
@@ -30,3 +31,8 @@ class CrmConnectorSettings(ServiceSettings):
         300.0, gt=0, description="Reconciliation poll: a missed notification is caught within this interval.")
     crm_connector_poll_overlap_seconds: float = Field(
         2.0, ge=0, description="The poll re-reads this much before its cursor (Zoho's times have second resolution).")
+
+    @property
+    def schema(self) -> str:
+        """A PostgreSQL schema name without the hyphen of the service name (`HUB_DB__SCHEMA_NAME` still wins)."""
+        return self.db.schema_name or "crm_connector"

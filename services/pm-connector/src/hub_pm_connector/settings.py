@@ -11,10 +11,16 @@ KINDS = ("users", "clients", "projects", "tasks", "comments")
 
 
 class PmConnectorSettings(ServiceSettings):
-    service_name: str = "pm_connector"
+    service_name: str = "pm-connector"
+    """Its Kafka principal and consumer group (`hub_platform.kafka_acls`); the database schema is `pm_connector`."""
     http_port: int = 8092
     zoho_orgs: SecretStr | None = Field(None, description="The orgs' Zoho credentials as JSON (HUB_ZOHO_ORGS; see hub_zoho.orgs).")
     pm_connector_orgs_file: str | None = Field(None, description="JSON secrets file of the orgs (HUB_PM_CONNECTOR_ORGS_FILE).")
     pm_connector_poll_seconds: float = Field(
         60.0, gt=0, description="Projects has no change notifications for apps: every portal is polled this often.")
     pm_connector_poll_overlap_seconds: float = Field(2.0, ge=0, description="The poll re-reads this much before its cursor.")
+
+    @property
+    def schema(self) -> str:
+        """A PostgreSQL schema name without the hyphen of the service name (`HUB_DB__SCHEMA_NAME` still wins)."""
+        return self.db.schema_name or "pm_connector"
