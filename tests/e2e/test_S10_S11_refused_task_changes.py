@@ -151,13 +151,11 @@ async def test_S11_due_date_change_in_fixed_schedule_project_is_refused_and_mail
         assert len(stack.mails()) == len(before) + 2
 
 
-async def history(stack: HubStack, crm_task_id: str) -> list[dict[str, Any]]:
-    import httpx
-
-    async with httpx.AsyncClient(base_url=stack.url("tasks"), timeout=10) as http:
-        resp = await http.get("/api/v1/history", params={"org_id": "org-1", "crm_task_id": crm_task_id})
-        resp.raise_for_status()
-        return resp.json()["decisions"]
+async def history(stack: HubStack, key: str, crm_task_id: str) -> list[dict[str, Any]]:
+    """A task's history as the CRM side reads it: with org-1's service key (the org is the key's)."""
+    resp = await stack.api("tasks", "GET", "/api/v1/history", token=key, params={"crm_task_id": crm_task_id})
+    resp.raise_for_status()
+    return resp.json()["decisions"]
 
 
 async def test_S10_S11_both_sides_refusing_ends_in_one_conflict_per_change_not_a_loop(hub_env: HubEnv,
@@ -212,7 +210,9 @@ async def test_S10_S11_both_sides_refusing_ends_in_one_conflict_per_change_not_a
         await stack.wait_for_mails(len(before_mails) + 3)
         await stack.quiesce(SETTLE)
         mails = mails_to(stack, "admin@example.com", after=before_mails)
-        histories = {pm_id: await history(stack, crm_id) for pm_id, crm_id in crm.items()}
+        key = await stack.new_service_key("org-1")
+        await stack.wait_key_accepted("tasks", key, "/api/v1/history?crm_task_id=none")
+        histories = {pm_id: await history(stack, key, crm_id) for pm_id, crm_id in crm.items()}
 
         conn = await stack.db("tasks")
         try:

@@ -71,9 +71,12 @@ async def test_crm_change_refused_by_pm_then_revert_refused_by_crm_ends_in_one_c
     assert world.of("notification.requested")[0].payload.recipient.user_id == "u-1"
     assert len(world.of("pm.task.update")) == 1 and len(world.of("crm.task.update")) == 1, "nothing more sent"
 
-    # readable over the history API
+    # readable over the history API, with the org's service key
+    key = await world.service_key()
+    await world.processed()
     app = Starlette(routes=service.extra_routes)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tasks") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tasks",
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
         body = (await client.get(f"/api/v1/tasks/{hub_task_id}/history")).json()
     assert [d["decision"] for d in body["decisions"]][-1] == "conflict"
 
