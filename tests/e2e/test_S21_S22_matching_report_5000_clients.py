@@ -63,8 +63,9 @@ async def test_S21_S22_report_of_5000_clients_arrives_whole_and_accounts_keep_fl
     assert len(companies) == CLIENTS + 1, "no client company created for an account matching paired"
     [attachment] = list(mail.iter_attachments())
     workbook = openpyxl.load_workbook(io.BytesIO(attachment.get_content()), read_only=True)
-    matched = [row for row in workbook["Matched"].iter_rows(min_row=2, values_only=True)]
-    unmatched = [row for row in workbook["Unmatched"].iter_rows(min_row=2, values_only=True)]
+    assert workbook.sheetnames == ["一致", "不一致"], "the admin reads Japanese: so do the report's sheets"
+    matched = [row for row in workbook["一致"].iter_rows(min_row=2, values_only=True)]
+    unmatched = [row for row in workbook["不一致"].iter_rows(min_row=2, values_only=True)]
     assert sorted((r[0], r[1], r[2]) for r in matched) == [
         (f"cc-{i:05d}", client_name(i), f"a-{i:05d}") for i in range(1, MATCHED + 1)]
     assert sorted((r[0], r[1], r[2]) for r in unmatched) == [
