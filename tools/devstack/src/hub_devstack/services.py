@@ -11,21 +11,12 @@ from __future__ import annotations
 import signal
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from . import _proc, replicas, stack
+from . import replicas, stack
 
 SERVICE_PORTS: dict[str, int] = {"identity": 8081, "linking": 8082, "tasks": 8083, "notifications": 8084, "sandbox": 8090}
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-            return resp.status == 200
-    except Exception:
-        return False
 
 
 def start_services(state_dir: Path, info: dict[str, Any], timeout: float = 120.0) -> dict[str, dict[str, Any]]:
@@ -40,15 +31,8 @@ def start_services(state_dir: Path, info: dict[str, Any], timeout: float = 120.0
             started[name] = {"pid": running[name]["pid"], "port": port, "log": str(log_path), "reused": True}
             continue
         started[name] = replicas.launch(state_dir, info, name, 1)
-    deadline = time.monotonic() + timeout
-    for name, rec in started.items():
-        while not _ready(rec["port"]):
-            proc = rec.get("proc")
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{_proc.tail(Path(rec['log']))}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not ready on :{rec['port']} after {timeout:.0f}s:\n{_proc.tail(Path(rec['log']))}")
-            time.sleep(0.3)
+    for name, rec in started.items():  # they start side by side; each then gets the whole timeout
+        replicas.wait_ready({"name": name, **rec}, timeout)
     return started
 
 
