@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 import structlog
@@ -38,7 +38,7 @@ from hub_platform.outbox import OutboxRow, write_outbox, write_outbox_rows
 from hub_platform.telemetry import context_from_headers, current_trace_headers, tracer
 from hub_schema import Envelope, Event, InvalidEvent, Payload, encode, make_event, parse_event
 from hub_schema.envelope import Origin
-from hub_schema.registry import allowed_topics
+from hub_schema.registry import allowed_topics, lookup
 from hub_schema.topics import DEAD_LETTERS, TopicNames
 
 log = get_logger(__name__)
@@ -99,6 +99,14 @@ class HandlerContext:
     topics: TopicNames
     emitted: list[Envelope] = field(default_factory=list)
     outbox: list[OutboxRow] | None = None  # set on the optimistic batch path: rows are written at its end
+    state: Any = None
+    """The service's `BatchState` for this batch (None if its router has no `state` loader)."""
+    committed: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the batch's transaction committed (metrics, logs that must not count a retry twice);
+        dropped if the work it belongs to is rolled back (a savepoint, a retried attempt, the optimistic fallback)."""
+        self.committed.append(callback)
 
     @property
     def log(self) -> structlog.stdlib.BoundLogger:
@@ -115,6 +123,8 @@ class HandlerContext:
         """
         emitted_mark = len(self.emitted)
         outbox_mark = len(self.outbox) if self.outbox is not None else 0
+        committed_mark = len(self.committed)
+        snapshot = self.state.snapshot() if isinstance(self.state, BatchState) else None
         try:
             async with self.conn.transaction():
                 yield
@@ -122,6 +132,9 @@ class HandlerContext:
             del self.emitted[emitted_mark:]
             if self.outbox is not None:
                 del self.outbox[outbox_mark:]
+            del self.committed[committed_mark:]
+            if snapshot is not None:
+                self.state.restore(snapshot)
             raise
 
     async def emit(
@@ -160,13 +173,41 @@ class HandlerContext:
 Handler = Callable[[HandlerContext, Event[Any]], Awaitable[None]]
 
 
+@runtime_checkable
+class BatchState(Protocol):
+    """A service's state for every key of a batch: loaded set-based before its handlers run (one query per
+    table, `= ANY($1)`), changed in memory by the handlers in record order, written back in bulk by `flush`.
+
+    `snapshot`/`restore` let `HandlerContext.savepoint()` undo the in-memory changes of a refused part
+    together with its rows and events. The careful path (one savepoint per event) loads a state for one
+    event at a time, so the same handlers run on both paths.
+    """
+
+    async def flush(self, conn: asyncpg.Connection) -> None: ...
+
+    def snapshot(self) -> Any: ...
+
+    def restore(self, snapshot: Any) -> None: ...
+
+
+StateLoader = Callable[[asyncpg.Connection, Sequence[Event[Any]]], Awaitable[BatchState]]
+
+
 class Router:
-    """Maps event types to the handler a service runs for them."""
+    """Maps event types to the handler a service runs for them; optionally loads the service's batch state."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: StateLoader | None = None) -> None:
         self.handlers: dict[str, Handler] = {}
+        self.state = state
 
-    def on(self, *event_types: str) -> Callable[[Handler], Handler]:
+    def on(self, *payloads: type[Payload] | str) -> Callable[[Handler], Handler]:
+        """Register a handler by payload class (`@router.on(crm.CrmTaskUpserted)`): a misspelt class does not
+        import, and a misspelt type string is refused here instead of turning silently into "ignored"."""
+        event_types = [p if isinstance(p, str) else p.event_type_and_version()[0] for p in payloads]
+        for event_type in event_types:
+            if lookup(event_type, None) is None:
+                raise ValueError(f"no event type {event_type!r} in the schema registry")
+
         def register(fn: Handler) -> Handler:
             for event_type in event_types:
                 if event_type in self.handlers:
@@ -177,10 +218,23 @@ class Router:
         return register
 
     def include(self, other: Router) -> None:
+        if other.state is not None:
+            raise ValueError("an included router cannot bring its own batch state (the including router loads it)")
         for event_type, fn in other.handlers.items():
             if event_type in self.handlers:
                 raise ValueError(f"two handlers for {event_type}")
             self.handlers[event_type] = fn
+
+    async def load_state(self, conn: asyncpg.Connection, events: Sequence[Event[Any]]) -> BatchState | None:
+        return await self.state(conn, events) if self.state is not None and events else None
+
+
+def _run_callbacks(callbacks: Sequence[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception as exc:  # a metric or a log line must not fail a committed batch
+            log.warning("after-commit callback failed", error=repr(exc))
 
 
 def dead_letter_headers(record: Record, consumer: str, code: str, reason: str, attempts: int) -> dict[str, str]:
@@ -242,14 +296,16 @@ class BatchProcessor:
                 if self.optimistic and await self._process_optimistic(parsed):
                     self.healthy = True
                     break
+                committed: list[Callable[[], None]] = []
                 async with self.pool.acquire() as conn, conn.transaction():
                     for record, item in parsed:
                         if isinstance(item, InvalidEvent):
                             await self._dead_letter(conn, record, item.code, item.reason, 1)
                         elif item.event_type in self.router.handlers:
-                            await self._handle_one(conn, record, item)
+                            await self._handle_one(conn, record, item, committed)
                         else:
                             metrics.IGNORED.labels(self.consumer).inc()
+                _run_callbacks(committed)
                 self.healthy = True
                 break
             except INFRASTRUCTURE_ERRORS as exc:
@@ -293,6 +349,10 @@ class BatchProcessor:
                     )
                     new = {r["event_id"] for r in rows}
                 done: list[tuple[Event[Any], float]] = []
+                committed: list[Callable[[], None]] = []
+                seen: set[uuid.UUID] = set()
+                to_handle = [e for _, e in handled if e.event_id in new and not (e.event_id in seen or seen.add(e.event_id))]
+                state = await self.router.load_state(conn, to_handle)
                 for record, item in parsed:
                     if isinstance(item, InvalidEvent):
                         await self._dead_letter(conn, record, item.code, item.reason, 1, outbox)
@@ -303,10 +363,12 @@ class BatchProcessor:
                         log.debug("duplicate event absorbed by inbox", event_id=str(item.event_id))
                     else:
                         new.discard(item.event_id)  # the same event twice in one batch: handled once
-                        if not await self._run_handler(conn, record, item, outbox):
+                        if not await self._run_handler(conn, record, item, outbox, state, committed):
                             await tx.rollback()
                             return False
                         done.append((item, time.perf_counter()))
+                if state is not None:
+                    await state.flush(conn)
                 await write_outbox_rows(conn, outbox)
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -315,9 +377,11 @@ class BatchProcessor:
             await tx.commit()
         for event, _ in done:
             metrics.PROCESSED.labels(self.consumer, event.event_type).inc()
+        _run_callbacks(committed)
         return True
 
-    async def _run_handler(self, conn: asyncpg.Connection, record: Record, event: Event[Any], outbox: list[OutboxRow]) -> bool:
+    async def _run_handler(self, conn: asyncpg.Connection, record: Record, event: Event[Any], outbox: list[OutboxRow],
+                           state: BatchState | None, committed: list[Callable[[], None]]) -> bool:
         """One handler call of the optimistic path (same span and log context as the careful path)."""
         env = event.envelope
         structlog.contextvars.bind_contextvars(
@@ -332,7 +396,7 @@ class BatchProcessor:
                             "messaging.kafka.offset": record.offset, "hub.event_id": str(env.event_id)},
             ):
                 ctx = HandlerContext(conn=conn, event=event, consumer=self.consumer, producer=self.producer,
-                                     topics=self.topics, outbox=outbox)
+                                     topics=self.topics, outbox=outbox, state=state, committed=committed)
                 try:
                     await self.router.handlers[event.event_type](ctx, event)
                 except INFRASTRUCTURE_ERRORS:
@@ -346,7 +410,8 @@ class BatchProcessor:
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "event_type", "correlation_id", "org_id")
 
-    async def _handle_one(self, conn: asyncpg.Connection, record: Record, event: Event[Any]) -> None:
+    async def _handle_one(self, conn: asyncpg.Connection, record: Record, event: Event[Any],
+                          committed: list[Callable[[], None]]) -> None:
         handler = self.router.handlers[event.event_type]
         env = event.envelope
         structlog.contextvars.bind_contextvars(
@@ -374,8 +439,13 @@ class BatchProcessor:
                                 metrics.SKIPPED.labels(self.consumer).inc()
                                 log.debug("duplicate event absorbed by inbox")
                                 return
-                            ctx = HandlerContext(conn=conn, event=event, consumer=self.consumer, producer=self.producer, topics=self.topics)
+                            state = await self.router.load_state(conn, [event])
+                            ctx = HandlerContext(conn=conn, event=event, consumer=self.consumer, producer=self.producer,
+                                                 topics=self.topics, state=state)
                             await handler(ctx, event)
+                            if state is not None:
+                                await state.flush(conn)
+                        committed.extend(ctx.committed)
                         metrics.PROCESSED.labels(self.consumer, env.event_type).inc()
                         metrics.LATENCY.labels(self.consumer).observe(time.perf_counter() - started)
                         return

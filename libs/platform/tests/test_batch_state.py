@@ -1,0 +1,168 @@
+"""A service's batch state (issue 16): loaded once per batch, changed in memory, flushed in bulk.
+
+Run through the platform's BatchProcessor on the real database, without a broker (the records are built by
+hand), so the optimistic path, the careful fallback and savepoints can be driven exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from hub_devstack.pytest_plugin import HubEnv
+from hub_platform import db, echo
+from hub_platform.consumer import BatchProcessor, HandlerContext, PermanentError, Router
+from hub_schema import Event, encode, make_event
+from hub_schema.events.diagnostics import DiagPing, DiagPong
+from hub_schema.topics import TopicNames
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class FakeRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int = 0
+
+
+@dataclass
+class Counters:
+    """Pings counted per entity key: the smallest state a service could keep."""
+
+    counts: dict[str, int]
+    loaded_keys: list[str]
+    dirty: set[str] = field(default_factory=set)
+
+    @classmethod
+    async def load(cls, conn: asyncpg.Connection, events: Sequence[Event[Any]]) -> Counters:
+        keys = sorted({e.envelope.entity_key for e in events})
+        LOADS.append(keys)
+        rows = await conn.fetch("SELECT key, n FROM ping_counts WHERE key = ANY($1)", keys)
+        counts = {k: 0 for k in keys} | {r["key"]: r["n"] for r in rows}
+        return cls(counts, keys)
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        keys = sorted(self.dirty)
+        await conn.execute(
+            "INSERT INTO ping_counts (key, n) SELECT * FROM unnest($1::text[], $2::int[]) "
+            "ON CONFLICT (key) DO UPDATE SET n = excluded.n", keys, [self.counts[k] for k in keys])
+
+    def snapshot(self) -> Any:
+        return copy.deepcopy((self.counts, self.dirty))
+
+    def restore(self, snapshot: Any) -> None:
+        self.counts, self.dirty = snapshot
+
+
+LOADS: list[list[str]] = []
+COMMITTED: list[int] = []
+
+router = Router(state=Counters.load)
+
+
+class Undo(Exception):
+    pass
+
+
+@router.on(DiagPing)
+async def count(ctx: HandlerContext, event: Event[DiagPing]) -> None:
+    state: Counters = ctx.state
+    key = event.envelope.entity_key
+    if event.payload.note == "reject":
+        raise PermanentError("asked to be rejected")
+    if event.payload.note == "undo":
+        try:
+            async with ctx.savepoint():
+                state.counts[key] += 100
+                state.dirty.add(key)
+                await ctx.emit(DiagPong(seq=event.payload.seq, ping_event_id=str(event.event_id)), entity_key=key)
+                ctx.after_commit(lambda: COMMITTED.append(-1))
+                raise Undo
+        except Undo:
+            return
+    state.counts[key] += 1
+    state.dirty.add(key)
+    await ctx.emit(DiagPong(seq=event.payload.seq, ping_event_id=str(event.event_id)), entity_key=key)
+    ctx.after_commit(lambda: COMMITTED.append(event.payload.seq))
+
+
+def records(prefix: str, pings: list[tuple[str, int, str | None]], first_offset: int = 0) -> list[FakeRecord]:
+    out = []
+    for i, (key, seq, note) in enumerate(pings):
+        env = make_event(DiagPing(seq=seq, note=note or ""), org_id="org-1", entity_key=key, producer="test", origin="crm")
+        out.append(FakeRecord(f"{prefix}crm.ingest", 0, first_offset + i, key.encode(), encode(env)))
+    return out
+
+
+@pytest.fixture
+async def pool(hub_env: HubEnv):
+    from hub_devstack.provision import provision_service
+
+    dsn = await provision_service(hub_env.admin_dsn, hub_env.database, "echo", "echo")
+    await db.migrate_async(dsn, "echo", Path(echo.__file__).parent / "echo_migrations")
+    pool = await db.create_pool(dsn, "echo")
+    await pool.execute("CREATE TABLE IF NOT EXISTS ping_counts (key text PRIMARY KEY, n int NOT NULL)")
+    LOADS.clear()
+    COMMITTED.clear()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def counts(pool: asyncpg.Pool) -> dict[str, int]:
+    return {r["key"]: r["n"] for r in await pool.fetch("SELECT key, n FROM ping_counts")}
+
+
+async def pongs(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval("SELECT count(*) FROM outbox WHERE topic LIKE '%pm.ingest' OR topic LIKE '%diag%'")
+
+
+async def test_a_batch_loads_its_state_once_and_applies_events_in_order(hub_env: HubEnv, pool: asyncpg.Pool) -> None:
+    processor = BatchProcessor(pool, router, consumer="counter", producer="counter", topics=TopicNames(hub_env.topic_prefix))
+    await processor.process(records(hub_env.topic_prefix, [("a", i, None) for i in range(5)] + [("b", 9, None)] * 2))
+    assert LOADS == [["a", "b"]], "one load for the whole batch"
+    assert await counts(pool) == {"a": 5, "b": 2}
+    assert sorted(COMMITTED) == [0, 1, 2, 3, 4, 9, 9]
+
+
+async def test_a_savepoint_undoes_the_state_the_events_and_the_callbacks_begun_in_it(hub_env: HubEnv, pool: asyncpg.Pool) -> None:
+    processor = BatchProcessor(pool, router, consumer="counter", producer="counter", topics=TopicNames(hub_env.topic_prefix))
+    before = await pool.fetchval("SELECT count(*) FROM outbox")
+    await processor.process(records(hub_env.topic_prefix, [("a", 1, None), ("a", 2, "undo"), ("a", 3, None)]))
+    assert await counts(pool) == {"a": 2}
+    assert await pool.fetchval("SELECT count(*) FROM outbox") - before == 2, "the undone ping's pong is not published"
+    assert sorted(COMMITTED) == [1, 3]
+
+
+async def test_the_careful_path_loads_per_event_and_counts_each_effect_once(hub_env: HubEnv, pool: asyncpg.Pool) -> None:
+    processor = BatchProcessor(pool, router, consumer="counter", producer="counter", topics=TopicNames(hub_env.topic_prefix))
+    batch = records(hub_env.topic_prefix, [("a", 1, None), ("b", 2, "reject"), ("a", 3, None), ("a", 4, "undo")])
+    await processor.process(batch)
+    assert await counts(pool) == {"a": 2}
+    assert LOADS[0] == ["a", "b"] and LOADS[1:] == [["a"], ["b"], ["a"], ["a"]], "optimistic try, then one load per event"
+    assert sorted(COMMITTED) == [1, 3], "the optimistic attempt's callbacks were dropped with it"
+    dead = await pool.fetchval("SELECT count(*) FROM dead_letter_log WHERE consumer = 'counter'")
+    assert dead == 1
+    # the same batch again (a crash before the offsets were committed): the inbox absorbs it, nothing loads
+    LOADS.clear()
+    await processor.process(batch)
+    assert await counts(pool) == {"a": 2}
+    assert LOADS == [["b"], ["b"]], "only the rejected ping (no inbox row) is tried again (optimistic, then careful)"
+    assert await pool.fetchval("SELECT count(*) FROM dead_letter_log WHERE consumer = 'counter'") == 1
+
+
+def test_a_handler_for_an_unknown_event_type_is_refused_at_import() -> None:
+    with pytest.raises(ValueError, match="no event type"):
+        Router().on("crm.tsak.upserted")
