@@ -1,0 +1,43 @@
+"""`hub_platform.batch.upsert_rows`: the bulk versioned upsert services flush their batch state with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from hub_devstack.pytest_plugin import HubEnv
+from hub_platform.batch import upsert_rows, upsert_sql
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Account:
+    org_id: str
+    id: str
+    name: str
+    version: int
+
+
+async def test_newer_versions_win_older_ones_are_ignored(hub_env: HubEnv) -> None:
+    conn = await asyncpg.connect(hub_env.admin_dsn)
+    try:
+        await conn.execute("CREATE TEMP TABLE accounts (org_id text, id text, name text, version int, PRIMARY KEY (org_id, id))")
+        sent = await upsert_rows(conn, "accounts", [Account("o", "1", "Acme", 2), Account("o", "2", "Beta", 1)],
+                                 key=("org_id", "id"), version="version")
+        assert sent == 2
+        await upsert_rows(conn, "accounts", [Account("o", "1", "Old", 1), Account("o", "2", "Beta KK", 3),
+                                             Account("o", "2", "Beta KK old", 2)], key=("org_id", "id"), version="version")
+        rows = {r["id"]: (r["name"], r["version"]) for r in await conn.fetch("SELECT * FROM accounts")}
+        assert rows == {"1": ("Acme", 2), "2": ("Beta KK", 3)}
+        assert await upsert_rows(conn, "accounts", [], key=("org_id", "id")) == 0
+    finally:
+        await conn.close()
+
+
+def test_only_plain_identifiers_reach_the_sql() -> None:
+    with pytest.raises(ValueError, match="identifier"):
+        upsert_sql("accounts; drop table x", ["id"], key=["id"])
+    assert upsert_sql("t", ["id", "n"], key=["id"], update=[]).endswith("DO NOTHING")
