@@ -9,18 +9,17 @@ one org share a key (`<org>:service_key`), so they arrive in order; `rotated_at`
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 
 from hub_platform.consumer import HandlerContext, Router
 from hub_schema import Event
+from hub_schema.events.linking import ServiceKeyRotated
 
 router = Router()
 
 
-@router.on("linking.service_key.rotated")
-async def on_service_key_rotated(ctx: HandlerContext, event: Event[Any]) -> None:
+@router.on(ServiceKeyRotated)
+async def on_service_key_rotated(ctx: HandlerContext, event: Event[ServiceKeyRotated]) -> None:
     p = event.payload
     await ctx.conn.execute(
         """INSERT INTO service_keys (org_id, key_id, key_sha256, rotated_at) VALUES ($1, $2, $3, $4)

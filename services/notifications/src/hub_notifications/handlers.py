@@ -64,7 +64,7 @@ def make_router(renderer: Renderer, *, default_locale: str, message_id_domain: s
     router = Router()
     router.include(service_keys.router)  # the org keys that open the preferences API
 
-    @router.on("notification.requested")
+    @router.on(NotificationRequested)
     async def on_requested(ctx: HandlerContext, event: Event[NotificationRequested]) -> None:
         p = event.payload
         email = p.recipient.email
@@ -111,14 +111,14 @@ def make_router(renderer: Renderer, *, default_locale: str, message_id_domain: s
             body_html=rendered.html, attachment_name=name, attachment=attachment,
         )
 
-    @router.on("notification.report_page")
+    @router.on(NotificationReportPage)
     async def on_report_page(ctx: HandlerContext, event: Event[NotificationReportPage]) -> None:
         p = event.payload
         if await ctx.conn.fetchval("SELECT true FROM deliveries WHERE request_id = $1", p.request_id):
             return  # its request was handled already (a re-sent page)
         await storage.store_report_page(ctx.conn, p.request_id, p.rows)
 
-    @router.on("hub.notification_preferences.change")
+    @router.on(NotificationPreferencesChange)
     async def on_preferences(ctx: HandlerContext, event: Event[NotificationPreferencesChange]) -> None:
         p = event.payload
         for kind in p.kinds:

@@ -254,26 +254,29 @@ async def pm_task_delete(w: World, c: cmd.PmTaskDelete) -> None:
     await w.delete("pm", "task", c.task_id)
 
 
-APPLY: dict[str, tuple[str, Apply]] = {
-    "crm.task.create": ("crm", crm_task_create),
-    "crm.task.update": ("crm", crm_task_update),
-    "crm.task.delete": ("crm", crm_task_delete),
-    "crm.note.add": ("crm", crm_note_add),
-    "pm.project.create": ("pm", pm_project_create),
-    "pm.project.update": ("pm", pm_project_update),
-    "pm.project_group.create": ("pm", pm_project_group_create),
-    "pm.project.add_users": ("pm", pm_project_add_users),
-    "pm.project.add_client_users": ("pm", pm_project_add_client_users),
-    "pm.client_company.create": ("pm", pm_client_company_create),
-    "pm.client_company.update": ("pm", pm_client_company_update),
-    "pm.client_user.create": ("pm", pm_client_user_create),
-    "pm.client_user.update": ("pm", pm_client_user_update),
-    "pm.portal_user.invite": ("pm", pm_portal_user_invite),
-    "pm.portal_user.deactivate": ("pm", pm_portal_user_deactivate),
-    "pm.task.create": ("pm", pm_task_create),
-    "pm.task.update": ("pm", pm_task_update),
-    "pm.task.delete": ("pm", pm_task_delete),
+COMMANDS: dict[type[cmd.Command], tuple[str, Apply]] = {
+    cmd.CrmTaskCreate: ("crm", crm_task_create),
+    cmd.CrmTaskUpdate: ("crm", crm_task_update),
+    cmd.CrmTaskDelete: ("crm", crm_task_delete),
+    cmd.CrmNoteAdd: ("crm", crm_note_add),
+    cmd.PmProjectCreate: ("pm", pm_project_create),
+    cmd.PmProjectUpdate: ("pm", pm_project_update),
+    cmd.PmProjectGroupCreate: ("pm", pm_project_group_create),
+    cmd.PmProjectAddUsers: ("pm", pm_project_add_users),
+    cmd.PmProjectAddClientUsers: ("pm", pm_project_add_client_users),
+    cmd.PmClientCompanyCreate: ("pm", pm_client_company_create),
+    cmd.PmClientCompanyUpdate: ("pm", pm_client_company_update),
+    cmd.PmClientUserCreate: ("pm", pm_client_user_create),
+    cmd.PmClientUserUpdate: ("pm", pm_client_user_update),
+    cmd.PmPortalUserInvite: ("pm", pm_portal_user_invite),
+    cmd.PmPortalUserDeactivate: ("pm", pm_portal_user_deactivate),
+    cmd.PmTaskCreate: ("pm", pm_task_create),
+    cmd.PmTaskUpdate: ("pm", pm_task_update),
+    cmd.PmTaskDelete: ("pm", pm_task_delete),
 }
+"""Every command the sandbox carries out: payload class -> (side, how it is applied)."""
+
+APPLY: dict[str, tuple[str, Apply]] = {model.event_type_and_version()[0]: how for model, how in COMMANDS.items()}
 
 
 def make_router(settings: SandboxSettings) -> Router:
@@ -322,5 +325,5 @@ def make_router(settings: SandboxSettings) -> Router:
                                   event_id=env.event_id, command_id=c.command_id, entity_key=env.entity_key,
                                   reason_code=rejected.code if rejected else None)
 
-    router.on(*APPLY)(handle)
+    router.on(*COMMANDS)(handle)
     return router
