@@ -197,9 +197,10 @@ class Databases:
 class ServiceProcess:
     """One service as a child process, with its RSS sampled every 0.2 s from a thread."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_file: Path) -> None:
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_file: Path, cwd: Path = ROOT) -> None:
         self.name = name
         self.cmd = cmd
+        self.cwd = cwd
         self.env = env
         self.log_file = log_file
         self.port = int(env["HUB_HTTP_PORT"])
@@ -213,7 +214,7 @@ class ServiceProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         out = self.log_file.open("ab")
         self.proc = subprocess.Popen(self.cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=ROOT)
+                                     stdin=subprocess.DEVNULL, cwd=self.cwd)
         self._sampler = threading.Thread(target=self._sample, daemon=True, name=f"rss-{self.name}")
         self._sampler.start()
 
@@ -257,6 +258,13 @@ class ServiceProcess:
         before = sum(p.cpu_times()[:2])
         await asyncio.sleep(seconds)
         return 100 * (sum(p.cpu_times()[:2]) - before) / seconds
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the process has used so far. CPU per event is the figure a busy shared machine disturbs
+        least: a rate falls when other processes take the cores, the work per event does not."""
+        with contextlib.suppress(psutil.Error):
+            return sum(psutil.Process(self.pid).cpu_times()[:2])
+        return float("nan")
 
     def current_rss(self) -> int:
         with contextlib.suppress(psutil.Error):
@@ -416,7 +424,7 @@ def py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
     """Profile a service process for `seconds` with py-spy (run through uvx when not installed)."""
     import shutil
 
-    exe = shutil.which("py-spy")
+    exe = shutil.which("py-spy") or next((str(p) for p in [Path(sys.executable).parent / "py-spy"] if p.exists()), None)
     cmd = [exe] if exe else (["uvx", "--from", "py-spy", "py-spy"] if shutil.which("uvx") else None)
     if cmd is None:
         return None

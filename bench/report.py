@@ -15,6 +15,49 @@ def _ms(x: Any) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.0f}"
 
 
+def runs(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every service run of the bench, the baseline tree's (named "<service> (old)") after the current tree's."""
+    out = [(s["scenario"], s) for s in r["scenarios"]]
+    return out + [(f"{s['scenario']} (old)", s) for s in (r.get("baseline") or {}).get("scenarios", [])]
+
+
+FIGURES = (
+    ("sustained max/s", lambda s: s["max"]["steady_rate"], "higher is better"),
+    ("service CPU ms per event", lambda s: s["max"]["cpu_ms_per_event"], "lower is better"),
+    ("p50 at 50% load (ms)", lambda s: s["at50"]["p50_ms"], "lower is better"),
+    ("p99 at 80% load (ms)", lambda s: s["at80"]["p99_ms"], "lower is better"),
+    ("peak RSS (MB)", lambda s: s["rss_peak_mb"], "lower is better"),
+)
+"""What `make bench BASE=<ref>` compares: (name, how to read it from a scenario's result, which way is better)."""
+
+
+def ratios(new: dict[str, Any], old: dict[str, Any]) -> list[tuple[str, float, float, float]]:
+    """(figure, new, old, new ÷ old) for one scenario run with both trees; NaN where a figure is missing."""
+    out = []
+    for name, get, _ in FIGURES:
+        try:
+            a, b = float(get(new)), float(get(old))
+        except (KeyError, TypeError):
+            a = b = float("nan")
+        out.append((name, a, b, a / b if b else float("nan")))
+    return out
+
+
+def comparison(r: dict[str, Any]) -> list[str]:
+    b = r["baseline"]
+    old = {s["scenario"]: s for s in b["scenarios"]}
+    rows = []
+    for s in r["scenarios"]:
+        if s["scenario"] not in old:
+            continue
+        for (name, a, c, q), (_, _, better) in zip(ratios(s, old[s["scenario"]]), FIGURES):
+            fmt = fmt_rate if "/s" in name else (lambda x: f"{x:.3f}") if "CPU" in name else _ms
+            rows.append([s["scenario"], name, fmt(a), fmt(c), "n/a" if math.isnan(q) else f"{q:.2f}", better])
+    return [f"**New ÷ old**: the current tree against the baseline {b['describe']}, every scenario run with both trees "
+            "back to back in this run, on the same broker and database (each tree's latency runs at 50% and 80% of "
+            "its own maximum).", "", table(rows, ["service", "figure", "new", "old", "new ÷ old", ""])]
+
+
 def render(r: dict[str, Any]) -> str:
     m, v = r["machine"], r["versions"]
     out = [
@@ -29,6 +72,8 @@ def render(r: dict[str, Any]) -> str:
     ]
     if r.get("settings"):
         out.append("Settings: " + ", ".join(f"{k}={val}" for k, val in sorted(r["settings"].items())))
+    if r.get("baseline"):
+        out += ["", *comparison(r)]
     k = r.get("kafka", {})
     out += ["", "**Baselines** (events or messages per second)", ""]
     rows = [["aiokafka produce, 500-byte messages, idempotent acks=all, linger 5 ms", fmt_rate(k.get("produce", 0))],
@@ -45,17 +90,17 @@ def render(r: dict[str, Any]) -> str:
         top = s["max"]["steady_rate"]
         rows.append([s["scenario"], fmt_rate(top), f"{top / s['db_per_event']:.2f}", f"{top / s['db_platform_batch']:.2f}",
                      f"{top / k['produce']:.3f}" if k.get("produce") else "", f"{top / k['consume']:.3f}" if k.get("consume") else "",
-                     f"{s['max']['events']:.0f}"])
+                     f"{s['max']['events']:.0f}", f"{s['max'].get('cpu_ms_per_event', float('nan')):.3f}"])
     out.append(table(rows, ["service", "sustained max/s", "÷ db per-event", "÷ db platform batch", "÷ kafka produce",
-                            "÷ kafka consume", "events"]))
+                            "÷ kafka consume", "events", "service CPU ms/event"]))
     out += ["", "**Latency** ingest `occurred_at` -> output event read by the bench (ms)", ""]
     rows = []
-    for s in r["scenarios"]:
+    for name, s in runs(r):
         for label, key in (("50%", "at50"), ("80%", "at80")):
             x = s.get(key)
             if not x:
                 continue
-            rows.append([s["scenario"], label, fmt_rate(x["target_rate"]), f"{x['received']}/{x['sent']}", _ms(x["p50_ms"]),
+            rows.append([name, label, fmt_rate(x["target_rate"]), f"{x['received']}/{x['sent']}", _ms(x["p50_ms"]),
                          _ms(x["p95_ms"]), _ms(x["p99_ms"]), _ms(x["max_ms"]), _ms(x.get("consumed_p50_ms")),
                          _ms(x.get("consumed_p99_ms")), _ms(x.get("publish_p50_ms")), _ms(x.get("publish_p99_ms"))])
     out.append(table(rows, ["service", "load", "rate/s", "out/in", "p50", "p95", "p99", "max",
@@ -74,8 +119,8 @@ def render(r: dict[str, Any]) -> str:
                             "slope/s", "max backlog"]))
     out += ["", "**Memory and idle CPU** (resident set of each service process, sampled every 0.2 s; CPU over 5 s "
             "idle after start, % of one core)", ""]
-    rows = [[s["scenario"], f"{s['rss_idle_mb']:.0f}", f"{s['rss_peak_mb']:.0f}", f"{s['rss_end_mb']:.0f}",
-             f"{s['idle_cpu_percent']:.1f}" if "idle_cpu_percent" in s else "n/a"] for s in r["scenarios"]]
+    rows = [[name, f"{s['rss_idle_mb']:.0f}", f"{s['rss_peak_mb']:.0f}", f"{s['rss_end_mb']:.0f}",
+             f"{s['idle_cpu_percent']:.1f}" if "idle_cpu_percent" in s else "n/a"] for name, s in runs(r)]
     out.append(table(rows, ["service", "after start (MB)", "peak (MB)", "at end (MB)", "idle CPU %"]))
     if r.get("missing"):
         out += ["", f"Not measured (scenario not available): {', '.join(r['missing'])}."]

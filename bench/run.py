@@ -13,6 +13,8 @@ Settings (environment):
   HUB_BENCH_RESULTS         where to write the results (default bench/RESULTS.md; "-" = do not write)
   HUB_BENCH_KEEP=1          keep the bench databases afterwards
   HUB_BENCH_SCALING=0       leave out the scaling table (1, 2, 3 replicas of tasks: bench/scaling.py)
+  HUB_BENCH_BASELINE_REF    a git ref (`make bench BASE=d57f9af`): every scenario also runs with that commit's
+                            services (bench/baseline.py), back to back, and the report divides new by old
 Figures are printed, never asserted.
 """
 
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
+from bench import baseline
+from bench.baseline import CURRENT, Tree
 from bench.scenarios import SCENARIOS, Scenario, new_tag
 
 RUN_DIR = h.ROOT / "var" / "bench"
@@ -115,8 +119,11 @@ async def db_baselines(sc: Scenario, dsn: str, n: int) -> dict[str, float]:
         async with conn.transaction():
             await conn.fetchval("INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) "
                                 "ON CONFLICT DO NOTHING RETURNING true", sc.service, event.event_id, event.event_type)
-            ctx = HandlerContext(conn=conn, event=event, consumer=sc.service, producer=sc.service, topics=topics)
+            state = await router.load_state(conn, [event])  # a set-based service's state, for this one event
+            ctx = HandlerContext(conn=conn, event=event, consumer=sc.service, producer=sc.service, topics=topics, state=state)
             await router.handlers[event.event_type](ctx, event)
+            if state is not None:
+                await state.flush(conn)
 
     try:
         tag = new_tag()
@@ -148,8 +155,10 @@ async def db_baselines(sc: Scenario, dsn: str, n: int) -> dict[str, float]:
 
 
 class Pipeline:
-    def __init__(self, sc: Scenario, infra: h.Infra, dsn: str, admin_db_dsn: str, run_dir: Path) -> None:
+    def __init__(self, sc: Scenario, infra: h.Infra, dsn: str, admin_db_dsn: str, run_dir: Path,
+                 tree: Tree = CURRENT) -> None:
         self.sc = sc
+        self.tree = tree
         self.infra = infra
         self.prefix = f"bench{new_tag()}."
         self.admin_db_dsn = admin_db_dsn
@@ -162,7 +171,8 @@ class Pipeline:
             "HUB_OBS__LOG_LEVEL": os.environ.get("HUB_BENCH_LOG_LEVEL", "warning"),
             **sc.extra_env,
         }
-        self.proc = h.ServiceProcess(sc.service, h.python_cmd(sc.run), env, run_dir / f"{sc.name}.log")
+        log_name = sc.name if tree is CURRENT else f"{sc.name}-{tree.label}"
+        self.proc = h.ServiceProcess(sc.service, tree.cmd(sc.run), env, run_dir / f"{log_name}.log", cwd=tree.root)
         self.collector = h.Collector(infra.options(), self.prefix + sc.output_topic, sc.output_type)
         self.lag = h.LagProbe(infra.options(), sc.service, [self.prefix + t for t in sc.ingest_topics])
         self.producer = h.producer(infra.options())
@@ -219,18 +229,20 @@ class Pipeline:
         """Produce `n` events as fast as the producer goes; the pipeline works through the backlog."""
         self.collector.reset()
         spy = h.py_spy(self.proc.pid, 20, profile) if profile else None
+        cpu0 = self.proc.cpu_seconds()
         t0 = time.time()
         futs = [await self.send() for _ in range(n)]
         await asyncio.gather(*futs)
         produced = time.time()
         ok = await self.collector.wait_for(n, timeout=max(120.0, n / 50))
+        cpu = self.proc.cpu_seconds() - cpu0
         arr = self.collector.arrivals
         if spy is not None:
             await asyncio.to_thread(spy.wait)
         return {
             "events": float(self.collector.received), "complete": float(ok),
             "steady_rate": h.steady_rate(arr), "overall_rate": len(arr) / max(1e-9, (max(arr) if arr else t0) - t0),
-            "produce_seconds": produced - t0,
+            "produce_seconds": produced - t0, "cpu_ms_per_event": 1000 * cpu / max(1, self.collector.received),
         }
 
     async def checkpoint(self) -> None:
@@ -335,42 +347,47 @@ def lag_verdict(samples: list[tuple[float, int, int]], seconds: float) -> dict[s
 # -- the whole run -----------------------------------------------------------------------------------------
 
 
-async def bench_scenario(sc: Scenario, infra: h.Infra, dbs: h.Databases, run_dir: Path, sustain: int) -> dict[str, Any]:
+async def bench_scenario(sc: Scenario, infra: h.Infra, dbs: h.Databases, run_dir: Path, sustain: int,
+                         tree: Tree = CURRENT) -> dict[str, Any]:
+    """Every figure of one scenario. With a baseline `tree` only the pipeline, latency and memory (the direct-database
+    baselines import the handlers into the bench's own process, i.e. the current tree's code)."""
     n_events = env_int("HUB_BENCH_EVENTS", 10000)
     n_db = env_int("HUB_BENCH_DB_EVENTS", 3000)
     lat_seconds = env_int("HUB_BENCH_LATENCY_SECONDS", 30)
-    res: dict[str, Any] = {"scenario": sc.name, "description": sc.description}
+    res: dict[str, Any] = {"scenario": sc.name, "description": sc.description, "tree": tree.label}
+    label = sc.name if tree is CURRENT else f"{sc.name} ({tree.label}: {tree.ref})"
 
-    direct_name, direct = await dbs.create([sc.service], f"{sc.name}_direct")
-    h.log(f"{sc.name}: direct-database baselines ({n_db} events)")
-    res.update(await db_baselines(sc, direct[sc.service], n_db))
-    h.log(f"{sc.name}: db per-event tx {h.fmt_rate(res['db_per_event'])}/s, platform batch path {h.fmt_rate(res['db_platform_batch'])}/s")
+    if tree is CURRENT:
+        direct_name, direct = await dbs.create([sc.service], f"{sc.name}_direct")
+        h.log(f"{sc.name}: direct-database baselines ({n_db} events)")
+        res.update(await db_baselines(sc, direct[sc.service], n_db))
+        h.log(f"{sc.name}: db per-event tx {h.fmt_rate(res['db_per_event'])}/s, platform batch path {h.fmt_rate(res['db_platform_batch'])}/s")
 
     name, dsns = await dbs.create([sc.service], sc.name)
-    p = Pipeline(sc, infra, dsns[sc.service], h.with_database(infra.admin_dsn, name), run_dir)
+    p = Pipeline(sc, infra, dsns[sc.service], h.with_database(infra.admin_dsn, name), run_dir, tree)
     try:
-        h.log(f"{sc.name}: starting the service process (log {p.proc.log_file})")
+        h.log(f"{label}: starting the service process from {tree.root} (log {p.proc.log_file})")
         await p.start()
         res["rss_idle_mb"] = p.proc.current_rss() / 2**20
         res["idle_cpu_percent"] = await p.proc.idle_cpu_percent()
         await p.max_rate(min(1000, n_events), None)  # warm-up
-        profile = run_dir / f"{sc.name}.pyspy.txt" if os.environ.get("HUB_BENCH_PROFILE") else None
-        h.log(f"{sc.name}: maximum rate ({n_events} events as a backlog)")
+        profile = run_dir / f"{p.proc.log_file.stem}.pyspy.txt" if os.environ.get("HUB_BENCH_PROFILE") else None
+        h.log(f"{label}: maximum rate ({n_events} events as a backlog)")
         mx = await p.max_rate(n_events, profile)
         res["max"] = mx
         top = mx["steady_rate"]
-        h.log(f"{sc.name}: sustained maximum {h.fmt_rate(top)}/s (overall {h.fmt_rate(mx['overall_rate'])}/s)")
+        h.log(f"{label}: sustained maximum {h.fmt_rate(top)}/s (overall {h.fmt_rate(mx['overall_rate'])}/s)")
         if profile and profile.exists():
             res["profile_top"] = h.top_frames(profile, 30, own=False)
             res["profile_file"] = str(profile)
-        h.log(f"{sc.name}: latency at 50% ({h.fmt_rate(top * 0.5)}/s for {lat_seconds}s)")
+        h.log(f"{label}: latency at 50% ({h.fmt_rate(top * 0.5)}/s for {lat_seconds}s)")
         res["at50"] = await p.paced(top * 0.5, lat_seconds)
         if sustain > 0:
-            h.log(f"{sc.name}: sustained run at 80% ({h.fmt_rate(top * 0.8)}/s for {sustain}s), lag sampled every 2 s")
+            h.log(f"{label}: sustained run at 80% ({h.fmt_rate(top * 0.8)}/s for {sustain}s), lag sampled every 2 s")
             res["at80"] = await p.paced(top * 0.8, sustain, sample_lag=True)
             res["at80"]["seconds"] = sustain
         else:
-            h.log(f"{sc.name}: latency at 80% ({h.fmt_rate(top * 0.8)}/s for {lat_seconds}s), lag sampled")
+            h.log(f"{label}: latency at 80% ({h.fmt_rate(top * 0.8)}/s for {lat_seconds}s), lag sampled")
             res["at80"] = await p.paced(top * 0.8, lat_seconds, sample_lag=True)
             res["at80"]["seconds"] = lat_seconds
         res["rss_peak_mb"] = p.proc.peak_rss / 2**20
@@ -386,6 +403,8 @@ async def amain() -> dict[str, Any]:
     missing = [n for n in names if n not in SCENARIOS]
     sustain = env_int("HUB_BENCH_SUSTAIN_SECONDS", 180)
     sustain_for = os.environ.get("HUB_BENCH_SUSTAIN_SERVICE", scenarios[0].name if scenarios else "")
+    ref = os.environ.get("HUB_BENCH_BASELINE_REF", "").strip()
+    base = baseline.checkout(ref) if ref else None  # before anything is started: a bad ref fails at once
     infra = h.find_infra()
     h.log(f"kafka {infra.bootstrap}, postgres {infra.admin_dsn.rsplit('@', 1)[-1]} ({infra.source})")
     partitions = await h.broker_partitions(infra)
@@ -404,8 +423,19 @@ async def amain() -> dict[str, Any]:
         h.log(f"raw Kafka baselines ({n_raw} x 500-byte messages)")
         results["kafka"] = await kafka_baselines(infra, n_raw)
         h.log(f"kafka produce {h.fmt_rate(results['kafka']['produce'])}/s, consume {h.fmt_rate(results['kafka']['consume'])}/s")
-        for sc in scenarios:
-            results["scenarios"].append(await bench_scenario(sc, infra, dbs, run_dir, sustain if sc.name == sustain_for else 0))
+        if base is None:
+            for sc in scenarios:
+                results["scenarios"].append(await bench_scenario(sc, infra, dbs, run_dir, sustain if sc.name == sustain_for else 0))
+        else:
+            results["baseline"] = {"ref": base.ref, "sha": base.sha, "describe": baseline.describe(base), "scenarios": []}
+            for i, sc in enumerate(scenarios):
+                # back to back on the same broker and database; which tree goes first alternates per scenario, so
+                # neither always gets the fresher (or the more checkpoint-laden) database
+                sustain_s = sustain if sc.name == sustain_for else 0
+                order = [base, CURRENT] if i % 2 == 0 else [CURRENT, base]
+                for tree in order:
+                    res = await bench_scenario(sc, infra, dbs, run_dir, sustain_s, tree)
+                    (results["scenarios"] if tree is CURRENT else results["baseline"]["scenarios"]).append(res)
         if os.environ.get("HUB_BENCH_SCALING", "1") != "0":
             from bench import scaling
 
