@@ -61,8 +61,8 @@ else
 	$(UV) run python -m hub_sandbox.demo --state-dir $(or $(HUB_STATE_DIR),$(STATE_DIR))
 endif
 
-bench: install ## throughput, latency, lag and memory of the pipeline on the local stack; figures to bench/RESULTS.md
-	HUB_BENCH_COMMAND="make bench" $(UV) run python -m bench
+bench: install ## throughput, latency, lag and memory of the pipeline on the local stack; BASE=<ref> (e.g. d57f9af) also runs that commit's services and prints new ÷ old
+	HUB_BENCH_COMMAND="make bench$(if $(BASE), BASE=$(BASE))" $(if $(BASE),HUB_BENCH_BASELINE_REF=$(BASE)) $(UV) run python -m bench
 
 bench-stall: install ## does a service catch up after a 0.5 s freeze? tasks at half load, consumer fetch wait 500 vs 50 ms
 	$(UV) run python -m bench.stall

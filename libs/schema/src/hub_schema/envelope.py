@@ -1,7 +1,7 @@
 """The one envelope every message on the hub's topics carries.
 
-The envelope is what the platform reads (de-duplication, tracing, loop
-prevention, tenancy); the payload is what a handler reads. Both are strict:
+The envelope is what the platform reads (de-duplication, tracing, tenancy,
+per-key order); the payload is what a handler reads. Both are strict:
 anything that arrives from outside is validated before a handler sees it.
 """
 
@@ -19,7 +19,14 @@ from hub_schema.registry import Payload, lookup
 UTC = timezone.utc
 
 Origin = Literal["crm", "pm", "hub"]
-"""The system a change started in; the hub never mirrors a change back to its origin."""
+"""Where the chain of events started: provenance for people reading events, logs, dead letters and outcomes.
+
+`HandlerContext.emit` copies it from the event being handled (so it names where the chain started; `producer`
+names who wrote this event), notifications keeps it with each delivery and puts it on the outcome. No rule
+decides anything by it, loop prevention included: an upstream's own edit and the echo of a hub command both
+arrive with origin crm/pm, so it could not tell them apart. Loops are stopped by content (a value equal to the
+agreed one changes nothing), by the `command_id` of the hub's own commands, and by a per-task command budget
+(`hub_tasks.domain`)."""
 
 MAX_MESSAGE_BYTES = 256 * 1024
 """Larger messages are refused (dead-lettered) before parsing."""
@@ -37,7 +44,7 @@ class Envelope(BaseModel):
     entity_key: str = Field(min_length=1, max_length=200, description="Kafka key; per-entity order.")
     correlation_id: uuid.UUID
     causation_id: uuid.UUID | None = None
-    origin: Origin
+    origin: Origin = Field(description="Where the chain of events started (provenance only; see `Origin`).")
     payload: dict[str, Any]
 
 
