@@ -34,7 +34,7 @@ from bench.scenarios import ECHO, LINKING, ORG, PAD, PORTAL, TASKS, Scenario, ne
 
 UTC = timezone.utc
 CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
-PLATFORM = ("INSERT INTO inbox", "INSERT INTO outbox", "INSERT INTO dead_letter_log")
+PLATFORM = ("INSERT INTO inbox", "INSERT INTO outbox", "WITH written AS (INSERT INTO outbox", "INSERT INTO dead_letter_log")
 INTROSPECTION = ("WITH RECURSIVE typeinfo_tree", "SELECT current_setting('jit')", "SELECT set_config('jit'")
 """asyncpg's own look-ups of a type it meets the first time on a connection: not the service's, not per batch."""
 

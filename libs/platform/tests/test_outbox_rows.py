@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
 import pytest
 
-from hub_devstack.pytest_plugin import HubEnv
+from hub_devstack.pytest_plugin import HubEnv, KafkaProbe
 from hub_platform import db
-from hub_platform.outbox import OutboxRow, write_outbox_rows
+from hub_platform.outbox import OutboxRelay, OutboxRow, write_outbox_rows
+from hub_schema.events.diagnostics import DiagPong
 
 pytestmark = pytest.mark.integration
 
@@ -33,3 +35,32 @@ async def test_rows_get_ids_in_list_order_with_their_headers_and_bytes(hub_env: 
             [(r.topic, r.key, dict(r.headers or {}), r.value, r.event_id) for r in rows]
     finally:
         await pool.close()
+
+
+async def test_a_commit_on_another_connection_wakes_the_relay(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """A replica that is not the relay's leader commits a batch: the leader hears of it (NOTIFY on commit), not
+    from its poll, which is an hour here, so the row can only come out because the commit woke it."""
+    from hub_devstack.provision import provision_service
+
+    dsn = await provision_service(hub_env.admin_dsn, hub_env.database, "echo", "echo")
+    await db.migrate_async(dsn, "echo", None)
+    relay = OutboxRelay(dsn, "echo", hub_env.kafka_settings("echo"), "echo", poll_seconds=3600)
+    out = await kafka_probe.reader(DiagPong.TOPIC)
+    await relay.start()
+    pool = await db.create_pool(dsn, "echo")
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while relay.waits == 0:  # leader, first (empty) publish done, now waiting
+            assert loop.time() < deadline, "the relay never became leader"
+            await asyncio.sleep(0.05)
+        async with pool.acquire() as conn, conn.transaction():
+            await write_outbox_rows(conn, [OutboxRow(hub_env.topic(DiagPong.TOPIC), "k", None, b"from another replica", None)])
+        records = await kafka_probe.collect(out, lambda rs: len(rs) >= 1, timeout=60)
+        assert [r.value for r in records] == [b"from another replica"]
+        while await pool.fetchval("SELECT count(*) FROM outbox"):  # published, then deleted (just after the send)
+            assert loop.time() < deadline + 60, "the published row was never deleted"
+            await asyncio.sleep(0.05)
+    finally:
+        await pool.close()
+        await relay.stop()

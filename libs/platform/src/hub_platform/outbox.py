@@ -26,6 +26,10 @@ from hub_platform.settings import KafkaSettings
 log = get_logger(__name__)
 
 
+NOTIFY_PREFIX = "hub_outbox_"
+"""`NOTIFY_PREFIX + schema`: the channel a schema's relay listens on; every outbox write notifies it."""
+
+
 async def write_outbox(
     conn: asyncpg.Connection,
     *,
@@ -35,8 +39,10 @@ async def write_outbox(
     headers: Mapping[str, str] | None = None,
     event_id: uuid.UUID | None = None,
 ) -> None:
+    """One row, and a notification of the schema's relay (delivered on commit; see `write_outbox_rows`)."""
     await conn.execute(
-        "INSERT INTO outbox (topic, key, headers, value, event_id) VALUES ($1, $2, $3, $4, $5)",
+        "WITH written AS (INSERT INTO outbox (topic, key, headers, value, event_id) VALUES ($1, $2, $3, $4, $5)) "
+        f"SELECT pg_notify('{NOTIFY_PREFIX}' || current_schema(), '')",
         topic, key, dict(headers or {}), value, event_id,
     )
 
@@ -52,12 +58,14 @@ class OutboxRow(NamedTuple):
 async def write_outbox_rows(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
     """Many rows in one statement (`INSERT … SELECT FROM unnest(…) WITH ORDINALITY ORDER BY` the list position), so
     the ids follow the list's order and per-key order holds; one round trip and one plan for the whole batch instead
-    of a pipelined statement per row."""
+    of a pipelined statement per row. The same statement notifies the schema's relay (`pg_notify`, delivered when
+    the transaction commits), which may run in another replica than the one that committed."""
     if rows:
         await conn.execute(
-            "INSERT INTO outbox (topic, key, headers, value, event_id) "
+            "WITH written AS (INSERT INTO outbox (topic, key, headers, value, event_id) "
             "SELECT t, k, h::jsonb, v, e FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::uuid[]) "
-            "WITH ORDINALITY AS x(t, k, h, v, e, n) ORDER BY n",
+            "WITH ORDINALITY AS x(t, k, h, v, e, n) ORDER BY n) "
+            f"SELECT pg_notify('{NOTIFY_PREFIX}' || current_schema(), '')",
             [r.topic for r in rows], [r.key for r in rows], [_headers_json(r.headers) for r in rows],
             [r.value for r in rows], [r.event_id for r in rows],
         )
@@ -96,6 +104,7 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self.is_leader = False
         self.published = 0
+        self.waits = 0  # how often it went idle (waiting for a commit or the poll)
 
     def wake(self) -> None:
         """Called after a handler's transaction committed: publish now rather than at the next poll."""
@@ -141,6 +150,9 @@ class OutboxRelay:
                                                                 "synchronous_commit": "off"})
         try:
             await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+            # woken by every outbox write committed in this schema, by any replica (this process also wakes it
+            # directly); a relay waiting for the leader's lock tries again then too, so it takes over without a poll
+            await conn.add_listener(NOTIFY_PREFIX + self.schema, self._notified)
             while not self._stopping:
                 if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"{self.schema}.outbox"):
                     break
@@ -162,7 +174,11 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 5)
 
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
     async def _wait(self) -> None:
+        self.waits += 1
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
         self._wake.clear()

@@ -121,7 +121,11 @@ class ServiceSettings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     transient_retry_attempts: int = Field(5, ge=1, description="Attempts for an event whose handler fails unexpectedly.")
     relay_batch: int = Field(500, ge=1)
-    relay_poll_seconds: float = Field(0.1, gt=0, description="Outbox poll when no commit woke the relay; bounds the worst-case publish delay.")
+    relay_poll_seconds: float = Field(
+        1.0, gt=0,
+        description="Outbox poll of the relay when nothing woke it. Every outbox write notifies the relay on commit "
+                    "(pg_notify, whichever replica committed), so the poll is only the safety net (a notification "
+                    "missed while the relay reconnected); it bounds the worst-case publish delay.")
     shutdown_grace_seconds: float = 15.0
 
     @property
