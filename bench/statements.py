@@ -59,9 +59,9 @@ class Counter:
     texts: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, record: Any) -> None:
-        if (self.reset_query and record.query == self.reset_query) or record.query.lstrip().startswith(INTROSPECTION):
-            return
         q = " ".join(record.query.split())[:110]
+        if (self.reset_query and record.query == self.reset_query) or q.startswith(INTROSPECTION):
+            return
         self.texts[q] = self.texts.get(q, 0) + 1
 
     def total(self) -> int:
