@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from starlette.applications import Starlette
 
 from hub_devstack.e2e import LINKING_ADMIN_TOKEN, OPERATOR_TOKEN, HubStack, hub_stack
 from hub_devstack.pytest_plugin import SERVICES, HubEnv, TestKafka, free_port
@@ -241,7 +240,7 @@ async def test_an_empty_admin_token_accepts_no_one(hub: Hub) -> None:
     from hub_linking.settings import LinkingSettings
 
     service = build(hub.stack.env.settings(LinkingSettings, "linking", HUB_LINKING_ADMIN_TOKEN=""))
-    async with _serve(Starlette(routes=service.extra_routes)) as url, httpx.AsyncClient(base_url=url) as http:
+    async with _serve(service.http_app()) as url, httpx.AsyncClient(base_url=url) as http:
         for headers in ({}, {"Authorization": "Bearer"}, {"X-Hub-Service-Key": ""}):
             r = await http.post("/api/v1/orgs/org-a/service-key", headers=headers)
             assert r.status_code == 401, (headers, r.text)

@@ -11,22 +11,19 @@ Decisions page by id (`next` is the cursor of the following page).
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from fastapi import Query
 from pydantic import Field, model_validator
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from hub_platform.http import Caller, HttpError, Input, Page, ServiceKeyAuth, endpoint, paged
+from hub_platform.http import Caller, HttpError, HubApi, Page, ServiceKeyAuth, paged
 from hub_platform.service_keys import org_of_key
-from hub_tasks import storage
+from hub_tasks import api_queries, storage
+
+if TYPE_CHECKING:
+    from hub_platform.service import HubService
 
 TaskId = Field(None, min_length=1, max_length=100)
-
-
-class TaskPath(Input):
-    hub_task_id: uuid.UUID
 
 
 class HistoryQuery(Page):
@@ -40,32 +37,30 @@ class HistoryQuery(Page):
         return self
 
 
-def routes(service: Any) -> list[Route]:
+def build_api(service: HubService) -> HubApi:
+    api = HubApi()
     org_key = ServiceKeyAuth(lambda: service.pool, org_of_key)
 
-    @endpoint(org_key, path=TaskPath, query=Page)
-    async def task_history(request: Request, caller: Caller, *, path: TaskPath, query: Page) -> JSONResponse:
-        async with service.pool.acquire() as conn:
-            m = await conn.fetchrow("SELECT * FROM task_mappings WHERE hub_task_id = $1 AND org_id = $2",
-                                    path.hub_task_id, caller.org_id)
+    @api.get("/api/v1/tasks/{hub_task_id}/history", auth=org_key,
+             summary="every mirroring decision about one task, and why (paged)")
+    async def task_history(caller: Caller, hub_task_id: uuid.UUID, query: Annotated[Page, Query()]) -> dict[str, Any]:
+        async with service.pool.acquire() as conn:  # type: ignore[union-attr]
+            m = await api_queries.mapping_of_org(conn, hub_task_id, caller.org_id)
             if m is None:
-                raise HttpError(404, "not_found", f"no task {path.hub_task_id}")
-            decisions = await storage.history_of_task(conn, path.hub_task_id, after=query.after,
-                                                      limit=query.limit + 1)
+                raise HttpError(404, "not_found", f"no task {hub_task_id}")
+            decisions = await storage.history_of_task(conn, hub_task_id, after=query.after, limit=query.limit + 1)
         page = paged(decisions, query, lambda d: d["id"])
-        return JSONResponse({"hub_task_id": str(path.hub_task_id), "org_id": m["org_id"], "pm_task_id": m["pm_task_id"],
-                             "crm_task_id": m["crm_task_id"], "record": {"record_type": m["record_type"],
-                                                                         "record_id": m["record_id"]},
-                             "decisions": page["items"], "next": page["next"]})
+        return {"hub_task_id": str(hub_task_id), "org_id": m["org_id"], "pm_task_id": m["pm_task_id"],
+                "crm_task_id": m["crm_task_id"], "record": {"record_type": m["record_type"], "record_id": m["record_id"]},
+                "decisions": page["items"], "next": page["next"]}
 
-    @endpoint(org_key, query=HistoryQuery)
-    async def history(request: Request, caller: Caller, *, query: HistoryQuery) -> JSONResponse:
-        async with service.pool.acquire() as conn:
+    @api.get("/api/v1/history", auth=org_key, summary="the same, by upstream task id (paged)")
+    async def history(caller: Caller, query: Annotated[HistoryQuery, Query()]) -> dict[str, Any]:
+        async with service.pool.acquire() as conn:  # type: ignore[union-attr]
             decisions = await storage.history(conn, caller.org_id, query.pm_task_id, query.crm_task_id,
                                               after=query.after, limit=query.limit + 1)
         page = paged(decisions, query, lambda d: d["id"])
-        return JSONResponse({"org_id": caller.org_id, "pm_task_id": query.pm_task_id, "crm_task_id": query.crm_task_id,
-                             "decisions": page["items"], "next": page["next"]})
+        return {"org_id": caller.org_id, "pm_task_id": query.pm_task_id, "crm_task_id": query.crm_task_id,
+                "decisions": page["items"], "next": page["next"]}
 
-    return [Route("/api/v1/tasks/{hub_task_id}/history", task_history, methods=["GET"]),
-            Route("/api/v1/history", history, methods=["GET"])]
+    return api

@@ -28,8 +28,8 @@ def build(settings: ServiceSettings | None = None) -> HubService:
                TaskMirrorDecided, TaskRequestRefused, NotificationRequested],
         title="hub tasks (task mirroring)",
         retention=[RetentionRule("task_decisions", "at", "task_decisions_days")],
+        api=http.build_api,
     )
-    service.extra_routes.extend(http.routes(service))
     return service
 
 
