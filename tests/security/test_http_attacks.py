@@ -122,6 +122,18 @@ async def test_linking_read_api_needs_a_service_key(hub: Hub) -> None:
         assert r.status_code == 401, (token, r.text)
 
 
+@pytest.mark.attack("read an org's permission profile and its history from identity with no credentials, a made-up "
+                    "token or an org's service key",
+                    outcome="401 from identity; only the operator token opens it")
+async def test_identity_profile_api_needs_the_operator_token(hub: Hub) -> None:
+    path = "/v1/orgs/org-a/permission-profile"
+    for token in (None, "", "made-up-operator-token", hub.keys["org-a"], LINKING_ADMIN_TOKEN):
+        r = await hub.stack.api("identity", "GET", path, token=token)
+        assert r.status_code == 401, (token, r.text)
+        assert "profile" not in r.json()
+    assert (await hub.stack.api("identity", "GET", path, token=OPERATOR_TOKEN)).status_code == 200
+
+
 # -- another org's key ---------------------------------------------------------------------------------------
 
 
@@ -293,11 +305,11 @@ async def test_a_huge_page_size_is_refused(hub: Hub) -> None:
         assert r.json()["problems"][0]["field"] in ("limit", "after")
 
 
-@pytest.mark.attack("read tenant data from the open endpoints (/healthz, /readyz, /metrics, /asyncapi.json)",
+@pytest.mark.attack("read tenant data from the open endpoints (/healthz, /readyz, /metrics, /asyncapi.json, /api/v1/openapi.json)",
                     outcome="they answer without credentials and name no org, task or address")
 async def test_open_endpoints_hold_no_tenant_data(hub: Hub) -> None:
     for service in ("linking", "tasks", "notifications"):
-        for path in ("/healthz", "/readyz", "/metrics", "/asyncapi.json"):
+        for path in ("/healthz", "/readyz", "/metrics", "/asyncapi.json", "/api/v1/openapi.json"):
             r = await hub.stack.api(service, "GET", path)
             assert r.status_code == 200, (service, path)
             for secret in ("org-a", "org-b", "pt-org-a", EMAIL, "secret plans", hub.keys["org-a"]):
