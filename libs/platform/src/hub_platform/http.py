@@ -28,8 +28,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import FastAPI, Security
+from fastapi import Body as Body  # re-exported with Path and Query: a service's API imports its HTTP vocabulary
+from fastapi import FastAPI, Security  # from hub_platform.http only
+from fastapi import Path as Path
+from fastapi import Query as Query
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.models import APIKey, APIKeyIn
 from fastapi.openapi.models import HTTPBase as HTTPBaseModel
 from fastapi.routing import APIRoute, APIRouter
 from fastapi.security.base import SecurityBase
@@ -99,9 +103,10 @@ def forbidden(detail: str) -> HttpError:
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller: an org (by its service key) or an operator/admin (by a configured token)."""
+    """An authenticated caller: an org (by its service key), an operator/admin (by a configured token) or an
+    upstream system calling for an org (Zoho, by the org's shared secret)."""
 
-    kind: Literal["org", "operator", "admin"]
+    kind: Literal["org", "operator", "admin", "upstream"]
     org_id: str | None = None
 
     def require_org(self, org_id: str) -> None:
@@ -205,6 +210,35 @@ class AnyOf(Auth):
                 if exc.status != 401:
                     raise
         raise unauthorized(f"{self.description} is required")
+
+
+class UpstreamSecretAuth(Auth):
+    """An upstream system (Zoho) calling for the org in the path, holding that org's shared secret.
+
+    `secret_of(org_id)` is the configured secret (None: the org has none, nobody is let in; it may raise
+    an HttpError, e.g. 404 for an org it does not serve); `presented(request)` reads what the caller sent
+    (a header, or a field of the body Zoho echoes). Compared in constant time; a wrong one is a 403 and
+    `on_refused(request)` logs and counts it as a possible forgery.
+    """
+
+    def __init__(self, scheme_name: str, description: str, *, secret_of: Callable[[str], SecretStr | None],
+                 presented: Callable[[Request], Awaitable[str | None]],
+                 on_refused: Callable[[Request], None] | None = None, header: str | None = None) -> None:
+        self.secret_of, self.presented, self.on_refused = secret_of, presented, on_refused
+        self._scheme(scheme_name, description)
+        if header is not None:
+            self.model = APIKey(**{"in": APIKeyIn.header}, name=header, description=description)
+
+    async def authenticate(self, request: Request) -> Caller:
+        org_id = str(request.path_params.get("org_id", ""))
+        configured = self.secret_of(org_id)
+        expected = configured.get_secret_value().encode() if configured is not None else b""
+        sent = ((await self.presented(request)) or "").encode()
+        if not expected or not sent or not hmac.compare_digest(sent, expected):
+            if self.on_refused is not None:
+                self.on_refused(request)
+            raise forbidden(f"wrong {self.description}")
+        return Caller("upstream", org_id)
 
 
 # -- tokens at start-up ---------------------------------------------------------------------------

@@ -9,11 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Path, Query
 from pydantic import AwareDatetime, Field
 
 from hub_identity import domain, storage
-from hub_platform.http import HubApi, Input, TokenAuth
+from hub_platform.http import HubApi, Input, Path, Query, TokenAuth
 
 if TYPE_CHECKING:
     from hub_platform.service import HubService

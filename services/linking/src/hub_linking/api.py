@@ -16,14 +16,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import Body, Path
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from hub_linking import api_queries, domain, storage
 from hub_platform.emit import correlation_id_of, emitting
-from hub_platform.http import Caller, HubApi, Input, ServiceKeyAuth, TokenAuth
+from hub_platform.http import Body, Caller, HubApi, Input, Path, ServiceKeyAuth, TokenAuth
 from hub_platform.logs import get_logger
 from hub_platform.service_keys import org_of_key
 from hub_schema.events.linking import ServiceKeyRotated

@@ -17,11 +17,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Path, Query
 from pydantic import AfterValidator, Field, model_validator
 
 from hub_notifications import domain, storage
-from hub_platform.http import AnyOf, Caller, HttpError, HubApi, Input, Page, ServiceKeyAuth, TokenAuth, paged
+from hub_platform.http import (
+    AnyOf, Caller, HttpError, HubApi, Input, Page, Path, Query, ServiceKeyAuth, TokenAuth, paged,
+)
 from hub_platform.service_keys import org_of_key
 
 if TYPE_CHECKING:

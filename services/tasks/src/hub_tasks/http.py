@@ -13,10 +13,9 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Query
 from pydantic import Field, model_validator
 
-from hub_platform.http import Caller, HttpError, HubApi, Page, ServiceKeyAuth, paged
+from hub_platform.http import Caller, HttpError, HubApi, Page, Query, ServiceKeyAuth, paged
 from hub_platform.service_keys import org_of_key
 from hub_tasks import api_queries, storage
 

@@ -20,9 +20,8 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import Body, Query
 
-from hub_platform.http import HttpError, HubApi
+from hub_platform.http import Body, HttpError, HubApi, Query
 from hub_sandbox.client import SandboxClient
 from hub_sandbox.domain import Rejected
 from hub_sandbox.kinds import UnknownKind
