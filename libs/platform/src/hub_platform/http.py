@@ -5,7 +5,8 @@ Why it is shaped like this:
   dependencies, a generated OpenAPI document), whose `get/post/put/...` take `auth=` as a
   required keyword, so an endpoint cannot forget it (`auth=None` says "public on purpose");
 - one place decides who a caller is (`ServiceKeyAuth`: an org, named by its key and never by
-  a parameter; `TokenAuth`: an operator or admin holding a configured token); the auth is one
+  a parameter; `TokenAuth`: an operator or admin holding a configured token; `UpstreamSecretAuth`:
+  Zoho calling for an org with that org's shared secret); the auth is one
   FastAPI security dependency, so the OpenAPI document names it for every operation, and it runs
   before the request's input is read (401 before anything about the input is revealed);
 - a configured token that is empty authenticates nobody (`compare_digest(b"", b"")` is true,
@@ -20,10 +21,10 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import hashlib
-import inspect
-import typing
 import hmac
+import inspect
 import ipaddress
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
@@ -134,6 +135,7 @@ class Auth(SecurityBase):
 
     description = ""
     scheme_name = "auth"
+    refusal_status = 401  # what a missing or wrong credential gets (documented in the OpenAPI document)
 
     def _scheme(self, scheme_name: str, description: str) -> None:
         self.scheme_name, self.description = scheme_name, description
@@ -225,6 +227,7 @@ class UpstreamSecretAuth(Auth):
                  presented: Callable[[Request], Awaitable[str | None]],
                  on_refused: Callable[[Request], None] | None = None, header: str | None = None) -> None:
         self.secret_of, self.presented, self.on_refused = secret_of, presented, on_refused
+        self.refusal_status = 403
         self._scheme(scheme_name, description)
         if header is not None:
             self.model = APIKey(**{"in": APIKeyIn.header}, name=header, description=description)
@@ -237,7 +240,7 @@ class UpstreamSecretAuth(Auth):
         if not expected or not sent or not hmac.compare_digest(sent, expected):
             if self.on_refused is not None:
                 self.on_refused(request)
-            raise forbidden(f"wrong {self.description}")
+            raise forbidden(f"{self.description}: wrong or missing")
         return Caller("upstream", org_id)
 
 
@@ -353,6 +356,8 @@ class GuardedRoute(APIRoute):
                 return exc.response()
             except _BodyTooLarge as exc:
                 return exc.error.response()
+            except HTTPException as exc:  # FastAPI's own refusals (e.g. an unreadable body), in the one shape
+                return HttpError(exc.status_code, "refused", str(exc.detail), headers=exc.headers).response()
             except RequestValidationError as exc:
                 return invalid(exc.errors()).response()
 
@@ -384,7 +389,8 @@ class HubApi:
                 dependencies=[Security(auth)] if auth is not None else [],
                 openapi_extra=None if auth is not None else {"security": []},
                 responses={422: {"model": ErrorBody, "description": "invalid input (the problems name the fields)"},
-                           **({401: {"model": ErrorBody, "description": f"missing or wrong credential: {auth.description}"}}
+                           **({auth.refusal_status: {"model": ErrorBody,
+                                                     "description": f"missing or wrong credential: {auth.description}"}}
                               if auth is not None else {})},
                 summary=summary, description=inspect.getdoc(fn), include_in_schema=include_in_schema,
                 response_class=JSONResponse,
