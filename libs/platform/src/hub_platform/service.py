@@ -116,7 +116,6 @@ class HubService:
         *,
         subscribe: Sequence[str],
         migrations: Path | None,
-        routes: Sequence[BaseRoute] = (),
         api: Callable[[HubService], HubApi] | None = None,
         title: str = "",
         on_started: Sequence[Callable[[HubService], Awaitable[None]]] = (),
@@ -132,7 +131,7 @@ class HubService:
         self.topics = TopicNames(settings.kafka.topic_prefix)
         self.subscribed = [self.topics(t) for t in subscribe]
         self.migrations = migrations
-        self.extra_routes = list(routes)
+        self.extra_routes: list[BaseRoute] = []  # the service's API (HubApi routes only: one way to attach them)
         self.title = title or f"hub {self.name}"
         self.on_started = list(on_started)
         self.background = list(background)
