@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import uvicorn
-from starlette.applications import Starlette
 
 from hub_crm_connector.ingress import Connector as CrmConnector
 from hub_crm_connector.main import build as build_crm
@@ -28,6 +27,7 @@ from hub_devstack.e2e import HubStack, hub_stack
 from hub_devstack.provision import provision_service
 from hub_devstack.pytest_plugin import HubEnv, KafkaProbe, free_port, running
 from hub_fakezoho.app import FakeZoho, serving
+from hub_platform.http import app_of
 from hub_pm_connector.ingress import Connector as PmConnector
 from hub_pm_connector.main import build as build_pm
 from hub_pm_connector.settings import PmConnectorSettings
@@ -58,7 +58,7 @@ async def connectors(env: HubEnv, stack: HubStack, fake: FakeZoho, zoho_url: str
     crm = CrmConnector(crm_settings, orgs={ORG: ZohoOrg.model_validate(org)})
     pm = PmConnector(pm_settings, orgs={ORG: ZohoOrg.model_validate(org)})
     crm_service, pm_service = build_crm(crm_settings, crm), build_pm(pm_settings, pm)
-    server = uvicorn.Server(uvicorn.Config(Starlette(routes=crm.routes()), host="127.0.0.1", port=port, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(app_of(crm.routes()), host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="off"))
     async with running(crm_service), running(pm_service):
         task = asyncio.create_task(server.serve())

@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from starlette.applications import Starlette
 
 from hub_devstack.e2e import LINKING_ADMIN_TOKEN, OPERATOR_TOKEN, HubStack, hub_stack
 from hub_devstack.pytest_plugin import SERVICES, HubEnv, TestKafka, free_port
@@ -121,6 +120,18 @@ async def test_linking_read_api_needs_a_service_key(hub: Hub) -> None:
     for token in (None, "", "hk_made-up", LINKING_ADMIN_TOKEN):
         r = await hub.stack.api("linking", "GET", "/api/v1/records/account/acc-1/projects", token=token)
         assert r.status_code == 401, (token, r.text)
+
+
+@pytest.mark.attack("read an org's permission profile and its history from identity with no credentials, a made-up "
+                    "token or an org's service key",
+                    outcome="401 from identity; only the operator token opens it")
+async def test_identity_profile_api_needs_the_operator_token(hub: Hub) -> None:
+    path = "/v1/orgs/org-a/permission-profile"
+    for token in (None, "", "made-up-operator-token", hub.keys["org-a"], LINKING_ADMIN_TOKEN):
+        r = await hub.stack.api("identity", "GET", path, token=token)
+        assert r.status_code == 401, (token, r.text)
+        assert "profile" not in r.json()
+    assert (await hub.stack.api("identity", "GET", path, token=OPERATOR_TOKEN)).status_code == 200
 
 
 # -- another org's key ---------------------------------------------------------------------------------------
@@ -241,7 +252,7 @@ async def test_an_empty_admin_token_accepts_no_one(hub: Hub) -> None:
     from hub_linking.settings import LinkingSettings
 
     service = build(hub.stack.env.settings(LinkingSettings, "linking", HUB_LINKING_ADMIN_TOKEN=""))
-    async with _serve(Starlette(routes=service.extra_routes)) as url, httpx.AsyncClient(base_url=url) as http:
+    async with _serve(service.http_app()) as url, httpx.AsyncClient(base_url=url) as http:
         for headers in ({}, {"Authorization": "Bearer"}, {"X-Hub-Service-Key": ""}):
             r = await http.post("/api/v1/orgs/org-a/service-key", headers=headers)
             assert r.status_code == 401, (headers, r.text)
@@ -294,11 +305,11 @@ async def test_a_huge_page_size_is_refused(hub: Hub) -> None:
         assert r.json()["problems"][0]["field"] in ("limit", "after")
 
 
-@pytest.mark.attack("read tenant data from the open endpoints (/healthz, /readyz, /metrics, /asyncapi.json)",
+@pytest.mark.attack("read tenant data from the open endpoints (/healthz, /readyz, /metrics, /asyncapi.json, /api/v1/openapi.json)",
                     outcome="they answer without credentials and name no org, task or address")
 async def test_open_endpoints_hold_no_tenant_data(hub: Hub) -> None:
     for service in ("linking", "tasks", "notifications"):
-        for path in ("/healthz", "/readyz", "/metrics", "/asyncapi.json"):
+        for path in ("/healthz", "/readyz", "/metrics", "/asyncapi.json", "/api/v1/openapi.json"):
             r = await hub.stack.api(service, "GET", path)
             assert r.status_code == 200, (service, path)
             for secret in ("org-a", "org-b", "pt-org-a", EMAIL, "secret plans", hub.keys["org-a"]):

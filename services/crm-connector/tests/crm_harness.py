@@ -63,7 +63,7 @@ async def crm_connector(env: HubEnv, fake: FakeZoho | None = None, **settings: s
                          HUB_CRM_CONNECTOR_POLL_SECONDS="3600", **settings)
         connector = Connector(s, orgs={ORG: zoho_org(fake, zoho_url)})
         service = build(s, connector)
-        async with running(service), serve(Starlette(routes=connector.routes()), port):
+        async with running(service), serve(service.http_app(), port):
             try:
                 yield Crm(fake, connector, service, f"http://127.0.0.1:{port}", zoho_url)
             finally:

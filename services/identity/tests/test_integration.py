@@ -393,22 +393,32 @@ async def test_S13_pm_rejection_of_a_create_unlinks_the_pending_pair(hub_env: Hu
 async def test_S23_profile_at_time_t_read_api(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
     import httpx
 
-    service, out = await start(hub_env, kafka_probe)
+    reader = await kafka_probe.reader(topics.IDENTITY_EVENTS, topics.PM_COMMANDS, topics.NOTIFICATION_REQUESTS)
+    service = identity_main.build(hub_env.settings(IdentitySettings, "identity", HUB_OPERATOR_TOKEN=OPERATOR))
+    out = Out(kafka_probe, reader)
     async with running(service):
         await admin_ready(hub_env, kafka_probe, out)
         await kafka_probe.send(ev(requests.PermissionsChange(request_id=uuid.uuid4(), acting_user_id="u-admin",
                                                              permissions=MANAGER), f"org:{ORG}"))
         await out.wait(lambda o: bool(o.payloads("identity.permission_profile.changed")))
         effective = out.payloads("identity.permission_profile.changed")[0].effective_from
-        transport = httpx.ASGITransport(app=service.asgi())
+        transport = httpx.ASGITransport(app=service.http_app())
         async with httpx.AsyncClient(transport=transport, base_url="http://identity") as client:
             path = f"/v1/orgs/{ORG}/permission-profile"
+            anonymous = await client.get(path)
+            client.headers["Authorization"] = f"Bearer {OPERATOR}"
             earlier = await client.get(path, params={"at": (effective - timedelta(seconds=1)).isoformat()})
             later = await client.get(path, params={"at": (effective + timedelta(seconds=1)).isoformat()})
             bad = await client.get(path, params={"at": "yesterday"})
+            naive = await client.get(path, params={"at": "2026-01-01T00:00:00"})
+    assert anonymous.status_code == 401
     assert earlier.json()["profile"] == {"role": "employee", "permissions": []}
     assert later.json()["profile"] == MANAGER.model_dump(mode="json")
-    assert bad.status_code == 400
+    assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "at"
+    assert naive.status_code == 422
+
+
+OPERATOR = "identity-test-operator-" + "x" * 16
 
 
 def matching_done(matched: list[tuple[str, str, str]], unmatched: list[tuple[str, str, str]] = []) -> list[Any]:  # noqa: B006

@@ -22,7 +22,6 @@ import asyncpg
 import httpx
 import openpyxl
 import pytest
-from starlette.applications import Starlette
 
 from hub_devstack.pytest_plugin import HubEnv, KafkaProbe, envelopes, free_port, running
 from hub_notifications.main import build
@@ -301,7 +300,7 @@ async def test_retry_limit_reached_marks_failed_and_publishes_failure_then_opera
         row = await wait_row(service, rid, lambda r: r["state"] == "failed")
         assert row["attempts"] == 3 and sink.files() == []
         sink.refuse = False
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=Starlette(routes=service.extra_routes)),
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.http_app()),
                                      base_url="http://t", headers=OPERATOR) as http:
             assert (await http.post(f"/api/v1/deliveries/{rid}/retry")).status_code == 202
             [m] = await wait_mails(sink, 1)
@@ -358,7 +357,7 @@ async def test_opt_out_suppresses_optional_kinds_only(hub_env: HubEnv, kafka_pro
         out = await kafka_probe.reader(topics.NOTIFICATION_OUTCOMES)
         await kafka_probe.send(opt_out)
         await kafka_probe.send(stale)  # older than the opt-out: ignored
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=Starlette(routes=service.extra_routes)),
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.http_app()),
                                      base_url="http://t", headers=OPERATOR) as http:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 from pm_harness import ORG, PORTAL, WEBHOOK_SECRET, pm_connector, seed
-from starlette.applications import Starlette
 
 from hub_devstack.pytest_plugin import HubEnv, KafkaProbe, envelopes
+from hub_platform.http import app_of
 from hub_schema import make_event, topics
 from hub_schema.events import commands as cmd
 from hub_schema.events.commands import StatusChange
@@ -82,7 +82,7 @@ async def test_retried_task_command_creates_once_and_refusals_carry_the_command_
                     outcome="refused with 403 and logged; no poll is triggered")
 async def test_webhook_needs_the_shared_secret(hub_env: HubEnv) -> None:
     async with pm_connector(hub_env) as pm:
-        app = Starlette(routes=pm.connector.routes())
+        app = app_of(pm.connector.routes())
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://connector") as http:
             hook = f"/zoho/projects/webhook/{ORG}"
             assert (await http.post(hook, headers={"X-Hub-Webhook-Secret": "guess"})).status_code == 403

@@ -51,7 +51,6 @@ async def conflicts(w: World, hub_task_id: uuid.UUID) -> list[dict[str, Any]]:
 
 async def test_crm_change_refused_by_pm_then_revert_refused_by_crm_ends_in_one_conflict(world: World, service: Any) -> None:
     import httpx
-    from starlette.applications import Starlette
 
     hub_task_id, ct = await mirrored_pair(world)
     await world.crm_task(ct, 3, subject="Install v2", acting="u-1")
@@ -74,7 +73,7 @@ async def test_crm_change_refused_by_pm_then_revert_refused_by_crm_ends_in_one_c
     # readable over the history API, with the org's service key
     key = await world.service_key()
     await world.processed()
-    app = Starlette(routes=service.extra_routes)
+    app = service.http_app()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tasks",
                                  headers={"Authorization": f"Bearer {key}"}) as client:
         body = (await client.get(f"/api/v1/tasks/{hub_task_id}/history")).json()

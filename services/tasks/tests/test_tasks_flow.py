@@ -291,7 +291,6 @@ async def test_conflict_tie_goes_to_pm(world: World) -> None:
 
 async def test_history_is_readable_over_http(world: World, service: object) -> None:
     import httpx
-    from starlette.applications import Starlette
 
     await world.standard_setup()
     create, ct = await mirrored_pair(world)
@@ -299,7 +298,7 @@ async def test_history_is_readable_over_http(world: World, service: object) -> N
     await world.processed()
     key = await world.service_key()
     await world.processed()
-    app = Starlette(routes=service.extra_routes)  # type: ignore[attr-defined]
+    app = service.http_app()  # type: ignore[attr-defined]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tasks",
                                  headers={"Authorization": f"Bearer {key}"}) as client:
         r = await client.get(f"/api/v1/tasks/{create.payload.hub_task_id}/history")

@@ -1,4 +1,4 @@
-"""Published contracts: JSON Schema of every event, AsyncAPI of every service.
+"""Published contracts: JSON Schema of every event, AsyncAPI of every service, OpenAPI of every HTTP API.
 
 `python -m hub_platform.contracts export DIR` writes them; `check DIR` fails
 when the committed files and the code disagree (a test runs it too). Services
@@ -53,8 +53,20 @@ def asyncapi_documents() -> dict[str, dict]:
     return docs
 
 
+def openapi_documents() -> dict[str, dict]:
+    """The generated OpenAPI document of every service with an API (what it serves at /api/v1/openapi.json)."""
+    from hub_platform.settings import ServiceSettings
+
+    docs: dict[str, dict] = {}
+    for name, ep in sorted(service_builders().items()):
+        service = ep.load()(ServiceSettings(service_name=name))
+        if service.has_api:
+            docs[f"openapi/{name}.json"] = service.openapi()
+    return docs
+
+
 def render() -> dict[str, str]:
-    files = {**event_schemas(), **asyncapi_documents()}
+    files = {**event_schemas(), **asyncapi_documents(), **openapi_documents()}
     return {path: json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n" for path, doc in files.items()}
 
 

@@ -1,7 +1,10 @@
 """Builds a hub service: Kafka consumer with the inbox/outbox processor, relay, HTTP endpoints.
 
 Every service's `main.py` is a few lines: its settings, its Router, the topics it
-reads, its migrations folder, and any extra HTTP routes. The ack policy is
+reads, its migrations folder, and its HTTP API (`api=`: a function of the service
+returning a `hub_platform.http.HubApi`). The HTTP app is FastAPI: the common endpoints
+(health, readiness, metrics, AsyncAPI) and the service's API are attached the same way,
+and a service with an API serves its generated OpenAPI document at /api/v1/openapi.json. The ack policy is
 MANUAL: offsets are committed only after `BatchProcessor.process` returned,
 i.e. after the batch's database transaction committed (FastStream's Kafka
 default would acknowledge before the handler runs).
@@ -26,14 +29,13 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
-from starlette.applications import Starlette
+from fastapi import FastAPI
 from starlette.middleware import Middleware
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from hub_platform import db, env_names, failpoints, metrics
-from hub_platform.http import BodySizeLimit, require_strong_tokens
+from hub_platform.http import BodySizeLimit, HubApi, app_of, require_strong_tokens
 from hub_platform.consumer import BatchProcessor, Router
 from hub_platform.kafka_admin import ensure_topics
 from hub_platform.logs import configure_logging, get_logger
@@ -45,6 +47,8 @@ from hub_schema import Payload
 from hub_schema.topics import TopicNames
 
 log = get_logger(__name__)
+
+OPENAPI_PATH = "/api/v1/openapi.json"
 
 
 def _security(kafka: KafkaSettings) -> BaseSecurity | None:
@@ -112,7 +116,7 @@ class HubService:
         *,
         subscribe: Sequence[str],
         migrations: Path | None,
-        routes: Sequence[BaseRoute] = (),
+        api: Callable[[HubService], HubApi] | None = None,
         title: str = "",
         on_started: Sequence[Callable[[HubService], Awaitable[None]]] = (),
         background: Sequence[Callable[[HubService], Awaitable[None]]] = (),
@@ -127,7 +131,7 @@ class HubService:
         self.topics = TopicNames(settings.kafka.topic_prefix)
         self.subscribed = [self.topics(t) for t in subscribe]
         self.migrations = migrations
-        self.extra_routes = list(routes)
+        self.extra_routes: list[BaseRoute] = []  # the service's API (HubApi routes only: one way to attach them)
         self.title = title or f"hub {self.name}"
         self.on_started = list(on_started)
         self.background = list(background)
@@ -157,6 +161,8 @@ class HubService:
         )
         self.processor: BatchProcessor | None = None
         self._register_subscriber()
+        if api is not None:
+            self.extra_routes.extend(api(self).routes)
 
     # -- consumer ---------------------------------------------------------------------------
 
@@ -265,54 +271,71 @@ class HubService:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "alive", "service": self.name})
+    def common_api(self) -> HubApi:
+        """The endpoints every service serves, public on purpose (they name no org, task or address)."""
+        api = HubApi()
 
-    async def _readyz(self, request: Request) -> Response:
-        checks: dict[str, bool] = {"started": self.started}
-        try:
-            checks["kafka"] = bool(await self.broker.ping(timeout=2))
-        except Exception:
-            checks["kafka"] = False
-        try:
-            assert self.pool is not None
-            async with self.pool.acquire(timeout=2) as conn:
-                checks["database"] = await conn.fetchval("SELECT true")
-        except Exception:
-            checks["database"] = False
-        checks["processing"] = bool(self.processor and self.processor.healthy)
-        ok = all(checks.values())
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+        @api.get("/healthz", auth=None, summary="alive")
+        async def healthz() -> dict[str, Any]:
+            return {"status": "alive", "service": self.name}
 
-    async def _metrics(self, request: Request) -> Response:
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        @api.get("/readyz", auth=None, summary="Kafka, database and processing all fine (503 otherwise)")
+        async def readyz() -> Response:
+            checks: dict[str, bool] = {"started": self.started}
+            try:
+                checks["kafka"] = bool(await self.broker.ping(timeout=2))
+            except Exception:
+                checks["kafka"] = False
+            try:
+                assert self.pool is not None
+                async with self.pool.acquire(timeout=2) as conn:
+                    checks["database"] = await conn.fetchval("SELECT true")
+            except Exception:
+                checks["database"] = False
+            checks["processing"] = bool(self.processor and self.processor.healthy)
+            ok = all(checks.values())
+            return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
-    async def _asyncapi(self, request: Request) -> Response:
-        return Response(self.asyncapi_json(), media_type="application/json")
+        @api.get("/metrics", auth=None, summary="Prometheus metrics")
+        async def metrics_() -> Response:
+            return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+        @api.get("/asyncapi.json", auth=None, summary="the service's AsyncAPI document")
+        async def asyncapi() -> Response:
+            return Response(self.asyncapi_json(), media_type="application/json")
+
+        return api
 
     def asyncapi_json(self) -> str:
         from faststream.specification import AsyncAPI
 
         return AsyncAPI(self.broker, title=self.title, version="1.0.0", schema_version="3.0.0").to_specification().to_json()
 
-    def asgi(self) -> Starlette:
+    @property
+    def has_api(self) -> bool:
+        """Whether the service serves more than the common endpoints (then it has an OpenAPI document)."""
+        return bool(self.extra_routes)
+
+    def http_app(self, *, lifespan: Any = None) -> FastAPI:
+        """The HTTP app: common endpoints, the service's API, the body-size limit (tests serve it without lifespan)."""
+        return app_of([*self.common_api().routes, *self.extra_routes], title=self.title,
+                      openapi_url=OPENAPI_PATH if self.has_api else None, lifespan=lifespan,
+                      middleware=[Middleware(BodySizeLimit, max_bytes=self.settings.http_max_body_bytes)])
+
+    def openapi(self) -> dict[str, Any]:
+        """The generated OpenAPI document served at /api/v1/openapi.json."""
+        return self.http_app().openapi()
+
+    def asgi(self) -> FastAPI:
         @contextlib.asynccontextmanager
-        async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
             await self.start()
             try:
                 yield
             finally:
                 await self.stop()
 
-        routes: list[BaseRoute] = [
-            Route("/healthz", self._healthz),
-            Route("/readyz", self._readyz),
-            Route("/metrics", self._metrics),
-            Route("/asyncapi.json", self._asyncapi),
-            *self.extra_routes,
-        ]
-        return Starlette(routes=routes, lifespan=lifespan,
-                         middleware=[Middleware(BodySizeLimit, max_bytes=self.settings.http_max_body_bytes)])
+        return self.http_app(lifespan=lifespan)
 
     def run(self) -> None:
         """Entry point: serve HTTP and consume until SIGTERM/SIGINT, then stop gracefully."""

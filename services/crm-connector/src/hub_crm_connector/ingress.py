@@ -10,25 +10,24 @@ absorb the copies.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import httpx
+from pydantic import SecretStr
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from hub_crm_connector import domain, storage
 from hub_crm_connector.settings import CrmConnectorSettings
 from hub_platform import metrics
+from hub_platform.emit import Emitter
+from hub_platform.http import Body, HttpError, HubApi, UpstreamSecretAuth
 from hub_platform.logs import get_logger
-from hub_platform.outbox import write_outbox
-from hub_platform.telemetry import current_trace_headers
-from hub_schema import Payload, encode, make_event
+from hub_schema import Payload
 from hub_schema.topics import TopicNames
 from hub_zoho.api import ZohoApi
 from hub_zoho.crm import CrmClient
@@ -68,11 +67,10 @@ class Connector:
         return self.service.pool
 
     def outbox_emitter(self, conn: asyncpg.Connection, org_id: str) -> Emit:
+        out = Emitter(conn, producer=self.settings.service_name, topics=self.topics, origin="crm")
+
         async def emit(payload: Payload, entity_key: str, event_id: uuid.UUID) -> None:
-            env = make_event(payload, org_id=org_id, entity_key=entity_key, producer=self.settings.service_name, origin="crm",
-                             event_id=event_id)
-            await write_outbox(conn, topic=self.topics(type(payload).TOPIC), key=entity_key, value=encode(env),
-                               headers=current_trace_headers(), event_id=env.event_id)
+            await out.emit(payload, org_id=org_id, entity_key=entity_key, event_id=event_id)
         return emit
 
     # -- the one path every change takes ------------------------------------------------------------
@@ -126,30 +124,46 @@ class Connector:
     def notify_url(self, org_id: str) -> str:
         return f"{self.settings.crm_connector_public_url.rstrip('/')}/zoho/crm/notify/{org_id}"
 
-    async def on_notification(self, request: Request) -> Response:
-        org_id = request.path_params["org_id"]
-        org = self.orgs.get(org_id)
+    async def _notify_token(self, request: Request) -> str | None:
+        """The channel token Zoho echoes in the notification's body (its only credential)."""
         try:
             body = await request.json()
         except ValueError:
             body = None
-        if org is None or not isinstance(body, dict):
-            return JSONResponse({"error": "unknown org or not a notification"}, 404)
-        sent = str(body.get("token") or "").encode()
-        expected = org.notify_token.get_secret_value().encode() if org.notify_token else None
-        if expected is None or not hmac.compare_digest(sent, expected):
-            REFUSED_NOTIFICATIONS.labels(self.settings.service_name).inc()
-            log.warning("zoho notification with a wrong token refused (possible forgery)", org_id=org_id,
-                        channel_id=body.get("channel_id"), client=request.client.host if request.client else None)
-            return JSONResponse({"error": "wrong token"}, 403)
-        module, ids = body.get("module"), [str(i) for i in body.get("ids") or []]
-        if module not in self.settings.crm_connector_modules or module not in domain.KINDS:
-            return JSONResponse({"ignored": module})
-        published = await self.ingest(org_id, module, ids, deleted=body.get("operation") == "delete")
-        return JSONResponse({"published": published})
+        if not isinstance(body, dict):
+            raise HttpError(404, "not_found", "unknown org or not a notification")
+        return str(body.get("token") or "")
 
-    def routes(self) -> list[Route]:
-        return [Route("/zoho/crm/notify/{org_id}", self.on_notification, methods=["POST"])]
+    def _notify_secret(self, org_id: str) -> SecretStr | None:
+        org = self.orgs.get(org_id)
+        if org is None:
+            raise HttpError(404, "not_found", "unknown org or not a notification")
+        return org.notify_token
+
+    def _notification_refused(self, request: Request) -> None:
+        REFUSED_NOTIFICATIONS.labels(self.settings.service_name).inc()
+        log.warning("zoho notification with a wrong token refused (possible forgery)", org_id=request.path_params["org_id"],
+                    client=request.client.host if request.client else None)
+
+    def api(self, service: Any = None) -> HubApi:
+        """The notification endpoint; `service` is unused (HubService(api=...) passes it)."""
+        api = HubApi()
+        channel_token = UpstreamSecretAuth(
+            "zohoChannelToken", "Zoho channel token (the notification body's `token`)",
+            secret_of=self._notify_secret, presented=self._notify_token, on_refused=self._notification_refused)
+
+        @api.post("/zoho/crm/notify/{org_id}", auth=channel_token, summary="Zoho CRM's change notifications")
+        async def on_notification(org_id: str, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+            module, ids = body.get("module"), [str(i) for i in body.get("ids") or []]
+            if module not in self.settings.crm_connector_modules or module not in domain.KINDS:
+                return {"ignored": module}
+            published = await self.ingest(org_id, module, ids, deleted=body.get("operation") == "delete")
+            return {"published": published}
+
+        return api
+
+    def routes(self) -> list[BaseRoute]:
+        return self.api().routes
 
     # -- channels -----------------------------------------------------------------------------------
 

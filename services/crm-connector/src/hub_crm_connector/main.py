@@ -26,7 +26,7 @@ def build(settings: CrmConnectorSettings | None = None, connector: Connector | N
         settings, make_router(connector),
         subscribe=[topics.CRM_COMMANDS],
         migrations=MIGRATIONS,
-        routes=connector.routes(),
+        api=connector.api,
         background=[connector.renewal_loop, connector.poll_loop],
         emits=[m for m in all_events().values() if m.TOPIC == topics.CRM_INGEST],
         title="hub CRM connector (Zoho CRM)",

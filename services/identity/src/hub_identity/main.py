@@ -1,18 +1,12 @@
 """Wires identity onto the platform: its router, the topics it reads, its migrations, a small read API.
 
-The read API answers "which profile applied at time T" (S23) for admins and
+The read API (hub_identity.api) answers "which profile applied at time T" (S23) for
 operators; other services never call it, they follow identity.events.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-
-from hub_identity import domain, storage
+from hub_identity.api import build_api
 from hub_identity.handlers import router
 from hub_identity.settings import IdentitySettings
 from hub_platform import db
@@ -34,36 +28,19 @@ EMITS = [
 
 
 def build(settings: ServiceSettings | None = None) -> HubService:
-    holder: dict[str, HubService] = {}
-
-    async def profile_at(request: Request) -> Response:
-        """GET /v1/orgs/{org_id}/permission-profile?at=<ISO 8601> — the profile that applied then (default now)."""
-        at_raw = request.query_params.get("at")
-        try:
-            at = datetime.fromisoformat(at_raw) if at_raw else datetime.now(timezone.utc)
-        except ValueError:
-            return JSONResponse({"error": "at must be an ISO 8601 timestamp"}, status_code=400)
-        if at.tzinfo is None:
-            return JSONResponse({"error": "at needs a time zone"}, status_code=400)
-        pool = holder["service"].pool
-        assert pool is not None
-        async with pool.acquire() as conn:
-            history = await storage.profile_history(conn, request.path_params["org_id"])
-        profile = domain.profile_at(history, at)
-        return JSONResponse({"org_id": request.path_params["org_id"], "at": at.isoformat(),
-                             "profile": profile.model_dump(mode="json"),
-                             "history": [{"revision": h.revision, "effective_from": h.effective_from.isoformat(),
-                                          "profile": h.profile.model_dump(mode="json")} for h in history]})
-
-    service = HubService(
-        settings or IdentitySettings(), router,
+    settings = settings or IdentitySettings()
+    if not isinstance(settings, IdentitySettings):  # generic settings (contract export): add our defaults
+        settings = IdentitySettings.model_validate(settings.model_dump())
+    token = settings.operator_token
+    return HubService(
+        settings, router,
         subscribe=[topics.CRM_INGEST, topics.PM_INGEST, topics.HUB_REQUESTS, topics.LINKING_EVENTS],
         migrations=MIGRATIONS,
-        routes=[Route("/v1/orgs/{org_id}/permission-profile", profile_at)],
+        api=build_api,
         emits=EMITS, title="hub identity (users, customers, permissions)",
+        # an unset token closes the endpoint; a set one must be strong off loopback
+        tokens={"HUB_OPERATOR_TOKEN": token} if token.get_secret_value() else {},
     )
-    holder["service"] = service
-    return service
 
 
 def main() -> None:

@@ -1,14 +1,13 @@
 """Entry point of the linking service: its settings, handlers, topics, migrations and read API.
 
-The API routes need the running service (pool, relay), so they are bound to it after
-construction; Starlette resolves them only when a request arrives.
+The API routes need the running service (pool, relay): `api=build_api` binds them to it.
 """
 
 from __future__ import annotations
 
 
 from hub_linking import handlers
-from hub_linking.api import LinkingApi
+from hub_linking.api import build_api
 from hub_linking.settings import LinkingSettings
 from hub_platform import db
 from hub_platform.service import HubService
@@ -37,9 +36,8 @@ def build(settings: ServiceSettings | None = None) -> HubService:
         settings, handlers.router,
         subscribe=[topics.CRM_INGEST, topics.PM_INGEST, topics.HUB_REQUESTS, topics.IDENTITY_EVENTS],
         migrations=MIGRATIONS, title="hub linking (record links, integration settings, Projects tab API)",
-        emits=EMITS, tokens={"HUB_LINKING_ADMIN_TOKEN": settings.admin_token},
+        emits=EMITS, tokens={"HUB_LINKING_ADMIN_TOKEN": settings.admin_token}, api=build_api,
     )
-    service.extra_routes.extend(LinkingApi(service).routes())
     return service
 
 

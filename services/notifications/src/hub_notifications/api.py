@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from pydantic import AfterValidator, Field, model_validator
 
 from hub_notifications import domain, storage
-from hub_platform.http import AnyOf, Caller, HttpError, Input, Page, ServiceKeyAuth, TokenAuth, endpoint, paged
+from hub_platform.http import (
+    AnyOf, Caller, HttpError, HubApi, Input, Page, Path, Query, ServiceKeyAuth, TokenAuth, paged,
+)
 from hub_platform.service_keys import org_of_key
 
 if TYPE_CHECKING:
     from hub_platform.service import HubService
-
-Email = Field(min_length=3, max_length=254)
 
 
 def _json(row: Any) -> dict[str, Any]:
@@ -51,87 +48,71 @@ class DeliveriesQuery(Page):
         return self
 
 
-class RequestPath(Input):
-    request_id: uuid.UUID
+def _deliverable(v: str) -> str:
+    problem = domain.address_problem(v)
+    if problem:
+        raise ValueError(f"not a deliverable address: {problem}")
+    return v.lower()
 
 
-class PreferencePath(Input):
-    org_id: str = Field(min_length=1, max_length=80)
-    email: str = Email
-
-    @field_validator("email")
-    @classmethod
-    def _deliverable(cls, v: str) -> str:
-        problem = domain.address_problem(v)
-        if problem:
-            raise ValueError(f"not a deliverable address: {problem}")
-        return v.lower()
+OrgId = Annotated[str, Path(min_length=1, max_length=80)]
+Email = Annotated[str, Path(min_length=3, max_length=254), AfterValidator(_deliverable)]
 
 
 class PreferencesBody(Input):
     opted_out: list[str] = Field(max_length=50)
 
 
-class Api:
-    def __init__(self) -> None:
-        self.service: HubService | None = None
-        operator = TokenAuth(lambda: self._settings().operator_token, "operator", "HUB_OPERATOR_TOKEN")
-        org_or_operator = AnyOf(ServiceKeyAuth(lambda: self.pool, org_of_key), operator)
-        self.deliveries = endpoint(operator, query=DeliveriesQuery)(self._deliveries)
-        self.retry = endpoint(operator, path=RequestPath)(self._retry)
-        self.get_preferences = endpoint(org_or_operator, path=PreferencePath)(self._get_preferences)
-        self.put_preferences = endpoint(org_or_operator, path=PreferencePath, body=PreferencesBody)(self._put_preferences)
+def build_api(service: HubService) -> HubApi:
+    api = HubApi()
 
-    def _settings(self) -> Any:
-        assert self.service is not None, "service not built"
-        return self.service.settings
-
-    @property
-    def pool(self) -> Any:
-        if self.service is None or self.service.pool is None:
+    def pool() -> Any:
+        if service.pool is None:
             raise HttpError(503, "not_ready", "the service is starting")
-        return self.service.pool
+        return service.pool
 
-    def routes(self) -> list[Route]:
-        return [
-            Route("/api/v1/deliveries", self.deliveries, methods=["GET"]),
-            Route("/api/v1/deliveries/{request_id}/retry", self.retry, methods=["POST"]),
-            Route("/api/v1/orgs/{org_id}/preferences/{email}", self.get_preferences, methods=["GET"]),
-            Route("/api/v1/orgs/{org_id}/preferences/{email}", self.put_preferences, methods=["PUT"]),
-        ]
+    operator = TokenAuth(lambda: service.settings.operator_token, "operator", "HUB_OPERATOR_TOKEN")  # type: ignore[attr-defined]
+    org_or_operator = AnyOf(ServiceKeyAuth(pool, org_of_key), operator)
 
-    async def _deliveries(self, request: Request, caller: Caller, *, query: DeliveriesQuery) -> JSONResponse:
-        async with self.pool.acquire() as conn:
+    @api.get("/api/v1/deliveries", auth=operator, summary="the delivery log, newest first (paged)")
+    async def deliveries(query: Annotated[DeliveriesQuery, Query()]) -> dict[str, Any]:
+        async with pool().acquire() as conn:
             rows = await storage.find_deliveries(conn, request_id=query.request_id, recipient=query.recipient,
                                                  org_id=query.org_id, before=query.after, limit=query.limit + 1)
         page = paged([_json(r) for r in rows], query, lambda d: d["seq"])
-        return JSONResponse({"deliveries": page["items"], "next": page["next"]})
+        return {"deliveries": page["items"], "next": page["next"]}
 
-    async def _retry(self, request: Request, caller: Caller, *, path: RequestPath) -> JSONResponse:
-        async with self.pool.acquire() as conn:
-            ok = await storage.retry_failed(conn, path.request_id)
+    @api.post("/api/v1/deliveries/{request_id}/retry", auth=operator, status_code=202,
+              summary="sends a failed mail again")
+    async def retry(request_id: uuid.UUID) -> dict[str, Any]:
+        async with pool().acquire() as conn:
+            ok = await storage.retry_failed(conn, request_id)
         if not ok:
             raise HttpError(409, "conflict", "no failed delivery with this request_id")
-        return JSONResponse({"request_id": str(path.request_id), "state": "pending"}, status_code=202)
+        return {"request_id": str(request_id), "state": "pending"}
 
-    async def _get_preferences(self, request: Request, caller: Caller, *, path: PreferencePath) -> JSONResponse:
-        caller.require_org(path.org_id)
-        async with self.pool.acquire() as conn:
-            rows = await storage.preferences_of(conn, path.org_id, path.email)
-        return JSONResponse({"org_id": path.org_id, "email": path.email,
-                             "opted_out": [r["kind"] for r in rows if r["opted_out"]],
-                             "optional_kinds": sorted(domain.OPTIONAL_KINDS)})
+    @api.get("/api/v1/orgs/{org_id}/preferences/{email}", auth=org_or_operator,
+             summary="a recipient's opt-outs in that org")
+    async def get_preferences(caller: Caller, org_id: OrgId, email: Email) -> dict[str, Any]:
+        caller.require_org(org_id)
+        async with pool().acquire() as conn:
+            rows = await storage.preferences_of(conn, org_id, email)
+        return {"org_id": org_id, "email": email, "opted_out": [r["kind"] for r in rows if r["opted_out"]],
+                "optional_kinds": sorted(domain.OPTIONAL_KINDS)}
 
-    async def _put_preferences(self, request: Request, caller: Caller, *, path: PreferencePath,
-                               body: PreferencesBody) -> JSONResponse:
-        caller.require_org(path.org_id)
+    @api.put("/api/v1/orgs/{org_id}/preferences/{email}", auth=org_or_operator,
+             summary="sets them (only optional kinds)")
+    async def put_preferences(caller: Caller, org_id: OrgId, email: Email, body: PreferencesBody) -> dict[str, Any]:
+        caller.require_org(org_id)
         refused = sorted(set(body.opted_out) - domain.OPTIONAL_KINDS)
         if refused:
             raise HttpError(422, "not_optional", f"these kinds cannot be turned off: {', '.join(refused)}",
                             optional_kinds=sorted(domain.OPTIONAL_KINDS))
         now = datetime.now(timezone.utc)
         by = "api:operator" if caller.kind == "operator" else "api:service-key"
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with pool().acquire() as conn, conn.transaction():
             for kind in sorted(domain.OPTIONAL_KINDS):
-                await storage.set_preference(conn, path.org_id, path.email, kind, kind in body.opted_out, now, by)
-        return JSONResponse({"org_id": path.org_id, "email": path.email, "opted_out": sorted(set(body.opted_out))})
+                await storage.set_preference(conn, org_id, email, kind, kind in body.opted_out, now, by)
+        return {"org_id": org_id, "email": email, "opted_out": sorted(set(body.opted_out))}
+
+    return api

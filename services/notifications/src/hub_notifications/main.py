@@ -16,7 +16,7 @@ from hub_platform.settings import ServiceSettings
 from hub_schema import topics
 from hub_schema.events.notifications import NotificationFailed, NotificationSent, NotificationSuppressed
 
-from hub_notifications.api import Api
+from hub_notifications.api import build_api
 from hub_notifications.handlers import make_router
 from hub_notifications.render import Renderer
 from hub_notifications.sender import run_sender
@@ -30,12 +30,11 @@ def build(settings: ServiceSettings | None = None) -> HubService:
         settings = NotificationsSettings.model_validate(settings.model_dump()) if settings else NotificationsSettings()
     router = make_router(Renderer(settings.templates_dir), default_locale=settings.default_locale,
                          message_id_domain=settings.message_id_domain)
-    api = Api()
     service = HubService(
         settings, router,
         subscribe=[topics.NOTIFICATION_REQUESTS, topics.HUB_REQUESTS, topics.LINKING_EVENTS],
         migrations=MIGRATIONS,
-        routes=api.routes(),
+        api=build_api,
         background=[run_sender],
         retention=[RetentionRule("deliveries", "updated_at", "deliveries_days",
                                  where="state IN ('sent', 'failed', 'suppressed')")],
@@ -43,7 +42,6 @@ def build(settings: ServiceSettings | None = None) -> HubService:
         title="hub notifications (e-mail)",
         tokens={"HUB_OPERATOR_TOKEN": settings.operator_token},
     )
-    api.service = service
     return service
 
 

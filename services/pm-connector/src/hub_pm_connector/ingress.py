@@ -8,7 +8,6 @@ Versions and event ids work as in the CRM connector (hub_zoho.state): the same s
 from __future__ import annotations
 
 import asyncio
-import hmac
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -16,17 +15,17 @@ from typing import Any
 
 import asyncpg
 import httpx
+from pydantic import SecretStr
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from hub_platform import metrics
+from hub_platform.emit import Emitter
+from hub_platform.http import HubApi, UpstreamSecretAuth
 from hub_platform.logs import get_logger
-from hub_platform.outbox import write_outbox
-from hub_platform.telemetry import current_trace_headers
 from hub_pm_connector import domain
 from hub_pm_connector.settings import KINDS, PmConnectorSettings
-from hub_schema import Payload, encode, make_event
+from hub_schema import Payload
 from hub_schema.topics import TopicNames
 from hub_zoho import state
 from hub_zoho.api import ZohoApi
@@ -60,11 +59,10 @@ class Connector:
         return self.service.pool
 
     def outbox_emitter(self, conn: asyncpg.Connection, org_id: str) -> Emit:
+        out = Emitter(conn, producer=self.settings.service_name, topics=self.topics, origin="pm")
+
         async def emit(payload: Payload, entity_key: str, event_id: uuid.UUID) -> None:
-            env = make_event(payload, org_id=org_id, entity_key=entity_key, producer=self.settings.service_name, origin="pm",
-                             event_id=event_id)
-            await write_outbox(conn, topic=self.topics(type(payload).TOPIC), key=entity_key, value=encode(env),
-                               headers=current_trace_headers(), event_id=env.event_id)
+            await out.emit(payload, org_id=org_id, entity_key=entity_key, event_id=event_id)
         return emit
 
     async def observe(self, conn: asyncpg.Connection, org_id: str, portal_id: str, kind: str, record_id: str,
@@ -156,24 +154,38 @@ class Connector:
 
     # -- the optional workflow webhook ----------------------------------------------------------------
 
-    async def on_webhook(self, request: Request) -> Response:
+    async def _webhook_secret_sent(self, request: Request) -> str | None:
+        return request.headers.get("X-Hub-Webhook-Secret") or request.query_params.get("secret")
+
+    def _webhook_secret(self, org_id: str) -> SecretStr | None:
+        org = self.orgs.get(org_id)
+        return org.webhook_secret if org else None
+
+    def _webhook_refused(self, request: Request) -> None:
+        REFUSED_WEBHOOKS.labels(self.settings.service_name).inc()
+        log.warning("projects webhook with a wrong secret refused (possible forgery)", org_id=request.path_params["org_id"],
+                    client=request.client.host if request.client else None)
+
+    def api(self, service: Any = None) -> HubApi:
         """A Projects workflow rule's webhook: a hint that something changed; the poll runs now.
 
         Zoho signs nothing: the rule must send the org's `webhook_secret` in the `X-Hub-Webhook-Secret`
-        header (or a `secret` parameter); it is compared in constant time and a wrong one is refused."""
-        org = self.orgs.get(request.path_params["org_id"])
-        sent = (request.headers.get("X-Hub-Webhook-Secret") or request.query_params.get("secret") or "").encode()
-        expected = org.webhook_secret.get_secret_value().encode() if org and org.webhook_secret else None
-        if expected is None or not hmac.compare_digest(sent, expected):
-            REFUSED_WEBHOOKS.labels(self.settings.service_name).inc()
-            log.warning("projects webhook with a wrong secret refused (possible forgery)", org_id=request.path_params["org_id"],
-                        client=request.client.host if request.client else None)
-            return JSONResponse({"error": "wrong secret"}, 403)
-        self.poll_now.set()
-        return JSONResponse({"accepted": True}, 202)
+        header (or a `secret` parameter); it is compared in constant time and a wrong one is refused (403)."""
+        api = HubApi()
+        webhook_secret = UpstreamSecretAuth(
+            "webhookSecret", "the org's webhook secret (X-Hub-Webhook-Secret)", secret_of=self._webhook_secret,
+            presented=self._webhook_secret_sent, on_refused=self._webhook_refused, header="X-Hub-Webhook-Secret")
 
-    def routes(self) -> list[Route]:
-        return [Route("/zoho/projects/webhook/{org_id}", self.on_webhook, methods=["POST"])]
+        @api.post("/zoho/projects/webhook/{org_id}", auth=webhook_secret, status_code=202,
+                  summary="a Projects workflow rule's push (makes the poll run now)")
+        async def on_webhook(org_id: str) -> dict[str, Any]:
+            self.poll_now.set()
+            return {"accepted": True}
+
+        return api
+
+    def routes(self) -> list[BaseRoute]:
+        return self.api().routes
 
     async def aclose(self) -> None:
         for api in self.apis.values():

@@ -24,7 +24,7 @@ def build(settings: PmConnectorSettings | None = None, connector: Connector | No
         settings, make_router(connector),
         subscribe=[topics.PM_COMMANDS],
         migrations=MIGRATIONS,
-        routes=connector.routes(),
+        api=connector.api,
         background=[connector.poll_loop],
         emits=[m for m in all_events().values() if m.TOPIC == topics.PM_INGEST],
         title="hub PM connector (Zoho Projects)",

@@ -10,7 +10,7 @@ from hub_schema import topics
 from hub_schema.events import commands as cmd
 from hub_schema.events.notifications import NotificationRequested
 from hub_schema.events.tasks import TaskMirrorDecided, TaskRequestRefused
-from hub_tasks import handlers, http
+from hub_tasks import api, handlers
 from hub_tasks.handlers import router
 from hub_tasks.settings import CommandBudgetSettings, TasksSettings
 
@@ -28,8 +28,8 @@ def build(settings: ServiceSettings | None = None) -> HubService:
                TaskMirrorDecided, TaskRequestRefused, NotificationRequested],
         title="hub tasks (task mirroring)",
         retention=[RetentionRule("task_decisions", "at", "task_decisions_days")],
+        api=api.build_api,
     )
-    service.extra_routes.extend(http.routes(service))
     return service
 
 

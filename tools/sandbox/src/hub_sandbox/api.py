@@ -10,117 +10,111 @@ Routes (JSON in and out; `org_id` and `acting_user_id` as query parameters, defa
   POST   /sandbox/requests/{request_type}  a CRM user's request on hub.requests (body: the request's fields)
   GET    /sandbox/counters                 commands applied/rejected/duplicate and events emitted, by type (?all_orgs=true)
   GET    /sandbox/log                      {"messages": [...]} the same, one row per message (?limit=200)
-Errors: 404 unknown kind/record, 409 refused by the tool's rules ({reason_code, reason, details}), 422 invalid.
+Errors (the hub's one shape, {"error", "detail", ...}): 404 unknown kind/record, 409 refused by the tool's rules
+({reason_code, reason, details}), 422 invalid. No credentials: a local test tool (every route says auth=None).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
+from hub_platform.http import Body, HttpError, HubApi, Query
 from hub_sandbox.client import SandboxClient
 from hub_sandbox.domain import Rejected
 from hub_sandbox.kinds import UnknownKind
 from hub_sandbox.world import InvalidRecord, NotFound
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+if TYPE_CHECKING:
+    from hub_platform.service import HubService
+
+Side = Literal["crm", "pm"]
+Fields = Annotated[dict[str, Any], Body(default_factory=dict, description="the record's fields")]
+OrgId = Annotated[str | None, Query(max_length=80)]
+ActingUser = Annotated[str | None, Query(max_length=100)]
 
 
-class Api:
-    def __init__(self) -> None:
-        self.service: Any = None
+def _answers_refusals(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """The tool's refusals as HTTP answers (409 rule, 404 unknown, 422 invalid)."""
 
-    def _client(self, request: Request) -> SandboxClient:
-        q = request.query_params
-        return SandboxClient.of(self.service, org_id=q.get("org_id") or None, acting_user_id=q.get("acting_user_id") or None)
-
-    @staticmethod
-    async def _body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if not raw:
-            return {}
+    @functools.wraps(fn)
+    async def endpoint(*args: Any, **kwargs: Any) -> Any:
         try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidRecord(f"body is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise InvalidRecord("body must be a JSON object of fields")
-        return body
+            return await fn(*args, **kwargs)
+        except Rejected as exc:
+            raise HttpError(409, "rejected", exc.reason, reason_code=exc.code, reason=exc.reason,
+                            details=exc.details) from None
+        except (NotFound, UnknownKind) as exc:
+            raise HttpError(404, "not_found", str(exc).strip("'\"")) from None
+        except InvalidRecord as exc:
+            raise HttpError(422, "invalid", str(exc)) from None
 
-    @staticmethod
-    def guarded(fn: Endpoint) -> Endpoint:
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await fn(request)
-            except Rejected as exc:
-                return JSONResponse({"error": "rejected", "reason_code": exc.code, "reason": exc.reason, "details": exc.details},
-                                    status_code=409)
-            except (NotFound, UnknownKind) as exc:
-                return JSONResponse({"error": str(exc).strip("'\"")}, status_code=404)
-            except InvalidRecord as exc:
-                return JSONResponse({"error": str(exc)}, status_code=422)
+    return endpoint
 
-        return endpoint
 
-    async def upsert(self, request: Request) -> Response:
-        p = request.path_params
-        return JSONResponse(await self._client(request).upsert(p["side"], p["kind"], await self._body(request)))
+def build_api(service: HubService) -> HubApi:
+    api = HubApi()
 
-    async def update(self, request: Request) -> Response:
-        p = request.path_params
-        return JSONResponse(await self._client(request).update(p["side"], p["kind"], p["id"], await self._body(request)))
+    def client(org_id: str | None, acting_user_id: str | None) -> SandboxClient:
+        return SandboxClient.of(service, org_id=org_id or None, acting_user_id=acting_user_id or None)
 
-    async def delete(self, request: Request) -> Response:
-        p = request.path_params
-        return JSONResponse(await self._client(request).delete(p["side"], p["kind"], p["id"]))
+    @api.get("/sandbox/counters", auth=None, summary="commands applied/rejected/duplicate and events emitted, by type")
+    @_answers_refusals
+    async def counters(org_id: OrgId = None, acting_user_id: ActingUser = None, all_orgs: bool = False) -> Any:
+        return await client(org_id, acting_user_id).counters(all_orgs=all_orgs)
 
-    async def get(self, request: Request) -> Response:
-        p = request.path_params
-        rec = await self._client(request).get(p["side"], p["kind"], p["id"])
+    @api.get("/sandbox/log", auth=None, summary="one row per message the sandbox saw or sent")
+    @_answers_refusals
+    async def log(org_id: OrgId = None, acting_user_id: ActingUser = None,
+                  limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> Any:
+        return {"messages": await client(org_id, acting_user_id).log(limit)}
+
+    @api.post("/sandbox/requests/{request_type}", auth=None, status_code=202,
+              summary="a CRM user's request onto hub.requests")
+    @_answers_refusals
+    async def request(request_type: str, body: Fields, org_id: OrgId = None, acting_user_id: ActingUser = None) -> Any:
+        return await client(org_id, acting_user_id).request(request_type, **body)
+
+    @api.post("/sandbox/{side}/{kind}", auth=None, summary="create or change a record (`id` in the body changes one)")
+    @_answers_refusals
+    async def upsert(side: Side, kind: str, body: Fields, org_id: OrgId = None, acting_user_id: ActingUser = None) -> Any:
+        return await client(org_id, acting_user_id).upsert(side, kind, body)
+
+    @api.get("/sandbox/{side}/{kind}", auth=None, summary="what the side holds now")
+    @_answers_refusals
+    async def list_(side: Side, kind: str, org_id: OrgId = None, acting_user_id: ActingUser = None,
+                    include_deleted: bool = False) -> Any:
+        return {"records": await client(org_id, acting_user_id).list(side, kind, include_deleted=include_deleted)}
+
+    @api.get("/sandbox/{side}/{kind}/{id}", auth=None, summary="one record")
+    @_answers_refusals
+    async def get(side: Side, kind: str, id: str, org_id: OrgId = None, acting_user_id: ActingUser = None) -> Any:
+        rec = await client(org_id, acting_user_id).get(side, kind, id)
         if rec is None:
-            raise NotFound(f"no {p['side']} {p['kind']} {p['id']!r}")
-        return JSONResponse(rec)
+            raise NotFound(f"no {side} {kind} {id!r}")
+        return rec
 
-    async def list(self, request: Request) -> Response:
-        p = request.path_params
-        include = request.query_params.get("include_deleted", "false").lower() in ("1", "true", "yes")
-        return JSONResponse({"records": await self._client(request).list(p["side"], p["kind"], include_deleted=include)})
+    @api.patch("/sandbox/{side}/{kind}/{id}", auth=None, summary="change an existing record")
+    @_answers_refusals
+    async def update(side: Side, kind: str, id: str, body: Fields, org_id: OrgId = None,
+                     acting_user_id: ActingUser = None) -> Any:
+        return await client(org_id, acting_user_id).update(side, kind, id, body)
 
-    async def lock(self, request: Request) -> Response:
-        p = request.path_params
-        body = await self._body(request)
+    @api.delete("/sandbox/{side}/{kind}/{id}", auth=None, summary="delete / remove / deactivate it")
+    @_answers_refusals
+    async def delete(side: Side, kind: str, id: str, org_id: OrgId = None, acting_user_id: ActingUser = None) -> Any:
+        return await client(org_id, acting_user_id).delete(side, kind, id)
+
+    @api.post("/sandbox/{side}/{kind}/{id}/lock", auth=None,
+              summary='lock it against the integration\'s changes (body {"locked": false} unlocks)')
+    @_answers_refusals
+    async def lock(side: Side, kind: str, id: str, body: Fields, org_id: OrgId = None,
+                   acting_user_id: ActingUser = None) -> Any:
         locked = body.get("locked", True)
         if not isinstance(locked, bool):
             raise InvalidRecord("locked must be true or false")
-        return JSONResponse(await self._client(request).lock(p["side"], p["kind"], p["id"], locked))
+        return await client(org_id, acting_user_id).lock(side, kind, id, locked)
 
-    async def request(self, request: Request) -> Response:
-        out = await self._client(request).request(request.path_params["request_type"], **await self._body(request))
-        return JSONResponse(out, status_code=202)
-
-    async def counters(self, request: Request) -> Response:
-        all_orgs = request.query_params.get("all_orgs", "false").lower() in ("1", "true", "yes")
-        return JSONResponse(await self._client(request).counters(all_orgs=all_orgs))
-
-    async def log(self, request: Request) -> Response:
-        limit = min(int(request.query_params.get("limit", "200")), 10_000)
-        return JSONResponse({"messages": await self._client(request).log(limit)})
-
-    def routes(self) -> list[BaseRoute]:
-        g = self.guarded
-        return [
-            Route("/sandbox/counters", g(self.counters), methods=["GET"]),
-            Route("/sandbox/log", g(self.log), methods=["GET"]),
-            Route("/sandbox/requests/{request_type}", g(self.request), methods=["POST"]),
-            Route("/sandbox/{side}/{kind}", g(self.upsert), methods=["POST"]),
-            Route("/sandbox/{side}/{kind}", g(self.list), methods=["GET"]),
-            Route("/sandbox/{side}/{kind}/{id}", g(self.get), methods=["GET"]),
-            Route("/sandbox/{side}/{kind}/{id}", g(self.update), methods=["PATCH"]),
-            Route("/sandbox/{side}/{kind}/{id}", g(self.delete), methods=["DELETE"]),
-            Route("/sandbox/{side}/{kind}/{id}/lock", g(self.lock), methods=["POST"]),
-        ]
+    return api

@@ -224,9 +224,9 @@ class SandboxHttpClient(_Client):
         if resp.status_code == 409:
             raise Rejected(err.get("reason_code", "other"), err.get("reason", ""), err.get("details"))
         if resp.status_code == 404:
-            raise NotFound(err.get("error", resp.text))
+            raise NotFound(err.get("detail") or err.get("error", resp.text))
         if resp.status_code in (400, 422):
-            raise InvalidRecord(err.get("error", resp.text))
+            raise InvalidRecord(err.get("detail") or err.get("error", resp.text))
         resp.raise_for_status()
         return None
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from hub_platform.service import HubService
 from hub_schema import topics
 from hub_schema.registry import all_events
-from hub_sandbox.api import Api
+from hub_sandbox.api import build_api
 from hub_sandbox.handlers import make_router
 from hub_sandbox.settings import SandboxSettings
 
@@ -28,16 +28,14 @@ def emitted_events() -> list[type]:
 
 def build(settings: SandboxSettings | None = None) -> HubService:
     settings = settings or SandboxSettings()
-    api = Api()
     service = HubService(
         settings, make_router(settings),
         subscribe=[topics.CRM_COMMANDS, topics.PM_COMMANDS],
         migrations=MIGRATIONS,
-        routes=api.routes(),
+        api=build_api,
         emits=emitted_events(),
         title="hub sandbox (a CRM and a PM tool for demos and tests)",
     )
-    api.service = service
     return service
 
 
