@@ -7,7 +7,10 @@ from pydantic import Field, SecretStr
 
 from hub_platform.settings import ServiceSettings
 
-KINDS = ("users", "clients", "projects", "tasks", "comments")
+KINDS = ("users", "clients", "projectgroups", "projects", "tasks", "comments")
+"""Polled in this order (what a record refers to comes first); `users` lists portal and client users."""
+SWEPT = ("users", "clients", "projectgroups", "projects", "tasks")
+"""The kinds whose deletions the hub hears of (comments are never deleted in its model)."""
 
 
 class PmConnectorSettings(ServiceSettings):
@@ -18,6 +21,8 @@ class PmConnectorSettings(ServiceSettings):
     pm_connector_orgs_file: str | None = Field(None, description="JSON secrets file of the orgs (HUB_PM_CONNECTOR_ORGS_FILE).")
     pm_connector_poll_seconds: float = Field(
         60.0, gt=0, description="Projects has no change notifications for apps: every portal is polled this often.")
+    pm_connector_sweep_seconds: float = Field(
+        900.0, gt=0, description="How often the poll also lists every id to find deleted records (Projects lists none).")
     pm_connector_poll_overlap_seconds: float = Field(2.0, ge=0, description="The poll re-reads this much before its cursor.")
 
     @property

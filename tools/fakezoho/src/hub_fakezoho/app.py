@@ -371,12 +371,6 @@ class FakeZoho:
     async def pm_portals(self, request: Request) -> Response:
         return JSONResponse({"portals": list(self.portals.values())})
 
-    async def pm_list(self, request: Request) -> Response:
-        p = request.path_params
-        kind = p["kind"]
-        rows = [r for r in self.pm[kind].values() if r.get("portal_id") == p["portal"]]
-        return self._pm_page(request, kind, rows)
-
     async def pm_project_tasks(self, request: Request) -> Response:
         p = request.path_params
         if p["project"] not in self.pm["projects"]:
@@ -412,6 +406,131 @@ class FakeZoho:
             return Response(status_code=204)
         body = json.loads(await request.body() or b"{}")
         return JSONResponse({"tasks": [self.ui_pm("tasks", {**task, **{k: v for k, v in body.items() if k != "id"}})]})
+
+    # Projects records other than tasks: projects, clients (client companies), users (portal users and,
+    # with `user_type: client`, client users), projectgroups. Created and changed through the API (the
+    # connector's commands) or the fake UI; a creation answers 201 with the record under its kind's key.
+
+    PM_REQUIRED = {"projects": "name", "clients": "name", "projectgroups": "name", "users": "email"}
+
+    def _pm_error(self, status: int, title: str, field_name: str | None = None) -> JSONResponse:
+        error: dict[str, Any] = {"status_code": str(status), "title": title}
+        if field_name:
+            error["details"] = [{"field_name": field_name}]
+        return JSONResponse({"error": error}, status)
+
+    def _pm_record(self, kind: str, portal: str, rid: str) -> dict[str, Any] | None:
+        rec = self.pm[kind].get(rid)
+        return rec if rec is not None and rec.get("portal_id") == portal else None
+
+    def _pm_refs(self, portal: str, body: dict[str, Any]) -> JSONResponse | None:
+        """Every user, client, group and client user a write names must exist in the portal (404 otherwise)."""
+        for key, kind in (("owner", "users"), ("group", "projectgroups"), ("client_company", "clients")):
+            ref = body.get(key)
+            rid = str(ref.get("zpuid") or ref.get("id")) if isinstance(ref, dict) else None
+            if rid and self._pm_record(kind, portal, rid) is None:
+                return self._pm_error(404, f"{key} {rid} not found", key)
+        for key, kind in (("users", "users"), ("client_companies", "clients"), ("client_users", "users")):
+            for ref in body.get(key) or []:
+                rid = str(ref.get("zpuid") or ref.get("id"))
+                if self._pm_record(kind, portal, rid) is None:
+                    return self._pm_error(404, f"{key} {rid} not found", key)
+        return None
+
+    def _email_taken(self, portal: str, email: str, but: str | None = None) -> dict[str, Any] | None:
+        for u in self.pm["users"].values():
+            if u.get("portal_id") == portal and u["id"] != but and str(u.get("email", "")).lower() == email.lower() \
+                    and u.get("status", "active") == "active":
+                return u
+        return None
+
+    async def pm_kind(self, request: Request) -> Response:
+        """GET: the portal's records of a kind (paged, `last_modified_time`); POST: create one."""
+        p = request.path_params
+        kind, portal = p["kind"], p["portal"]
+        if request.method == "GET":
+            rows = [r for r in self.pm[kind].values() if r.get("portal_id") == portal]
+            if "user_type" in request.query_params:
+                rows = [r for r in rows if r.get("user_type", "portal") == request.query_params["user_type"]]
+            return self._pm_page(request, kind, rows)
+        if portal not in self.portals:
+            return self._pm_error(404, "Portal not found")
+        if kind not in self.PM_REQUIRED:
+            return self._pm_error(405, f"{kind} cannot be created here")
+        body = json.loads(await request.body() or b"{}")
+        required = self.PM_REQUIRED[kind]
+        if not body.get(required):
+            return self._pm_error(400, "Given input is invalid", required)
+        if (refused := self._pm_refs(portal, body)) is not None:
+            return refused
+        fields = {k: v for k, v in body.items() if k != "id"}
+        if kind == "users":
+            taken = self._email_taken(portal, body["email"])
+            if taken is not None:
+                return self._pm_error(409, f"a user with e-mail {body['email']} exists already", "email")
+            inactive = next((u for u in self.pm["users"].values() if u.get("portal_id") == portal
+                             and str(u.get("email", "")).lower() == body["email"].lower()), None)
+            fields = {"status": "active", "user_type": "portal", **fields, **({"id": inactive["id"]} if inactive else {})}
+        rec = self.ui_pm(kind, {**fields, "portal_id": portal})
+        return JSONResponse({kind: [rec]}, 201)
+
+    async def pm_kind_record(self, request: Request) -> Response:
+        """GET, PATCH (partial update) or DELETE one project, client, user or project group."""
+        p = request.path_params
+        kind, portal, rid = p["kind"], p["portal"], p["rid"]
+        rec = self._pm_record(kind, portal, rid)
+        if rec is None:
+            return self._pm_error(404, f"{kind} {rid} not found")
+        if request.method == "GET":
+            return JSONResponse({kind: [rec]})
+        if request.method == "DELETE":
+            del self.pm[kind][rid]
+            return Response(status_code=204)
+        body = json.loads(await request.body() or b"{}")
+        required = self.PM_REQUIRED.get(kind)
+        if required and required in body and not body[required]:
+            return self._pm_error(400, "Given input is invalid", required)
+        if (refused := self._pm_refs(portal, body)) is not None:
+            return refused
+        if kind == "users" and body.get("email") and self._email_taken(portal, body["email"], but=rid):
+            return self._pm_error(409, f"a user with e-mail {body['email']} exists already", "email")
+        return JSONResponse({kind: [self.ui_pm(kind, {**rec, **{k: v for k, v in body.items() if k != "id"}})]})
+
+    async def pm_project_members(self, request: Request) -> Response:
+        """POST .../projects/{p}/users ({"users": [{"zpuid", "role", "permissions"}]}) or .../clients
+        ({"client_users": [{"id"}]}): add members to a project; one result each, 207 when only some went in."""
+        p = request.path_params
+        if p["members"] not in ("users", "clients"):
+            return self._pm_error(404, "Not found")
+        project = self._pm_record("projects", p["portal"], p["project"])
+        if project is None:
+            return self._pm_error(404, "Project not found")
+        body = json.loads(await request.body() or b"{}")
+        results, users = [], list(project.get("users") or [])
+        companies, client_users = list(project.get("client_companies") or []), list(project.get("client_users") or [])
+        items = body.get("users" if p["members"] == "users" else "client_users") or []
+        for item in items:
+            uid = str(item.get("zpuid") or item.get("id"))
+            user = self._pm_record("users", p["portal"], uid)
+            is_client = user is not None and user.get("user_type") == "client"
+            if user is None or is_client != (p["members"] == "clients"):
+                results.append({"status": "error", "code": "NOT_FOUND", "message": "User not found", "details": {"id": uid}})
+                continue
+            if is_client:
+                client_users.append({"id": uid})
+                companies.append({"id": str(user["client_company"]["id"])})
+            else:
+                users.append({"zpuid": uid, "role": item.get("role"), "permissions": item.get("permissions", [])})
+            results.append({"status": "success", "code": "SUCCESS", "message": "added", "details": {"id": uid}})
+
+        def unique(refs: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+            return list({str(r.get(key) or r.get("id")): r for r in refs}.values())
+
+        ok = sum(r["status"] == "success" for r in results)
+        if ok:
+            self.ui_pm("projects", {**project, "users": unique(users, "zpuid"), "client_companies": unique(companies, "id"),
+                                    "client_users": unique(client_users, "id")})
+        return JSONResponse({p["members"]: results}, 200 if ok == len(results) else (207 if ok else 400))
 
     async def pm_comments(self, request: Request) -> Response:
         p = request.path_params
@@ -459,7 +578,9 @@ class FakeZoho:
             Route("/api/v3/portal/{portal}/projects/{project}/tasks", g(self.pm_project_tasks), methods=["GET", "POST", "PATCH"]),
             Route("/api/v3/portal/{portal}/projects/{project}/tasks/{task}", g(self.pm_task), methods=["GET", "PATCH", "DELETE"]),
             Route("/api/v3/portal/{portal}/projects/{project}/tasks/{task}/comments", g(self.pm_comments), methods=["GET"]),
-            Route("/api/v3/portal/{portal}/{kind:str}", g(self.pm_list), methods=["GET"]),
+            Route("/api/v3/portal/{portal}/projects/{project}/{members:str}", g(self.pm_project_members), methods=["POST"]),
+            Route("/api/v3/portal/{portal}/{kind:str}", g(self.pm_kind), methods=["GET", "POST"]),
+            Route("/api/v3/portal/{portal}/{kind:str}/{rid:str}", g(self.pm_kind_record), methods=["GET", "PATCH", "DELETE"]),
             Route("/fake/config", self.fake_config, methods=["GET", "POST"]),
             Route("/fake/crm/{module}", self.fake_crm, methods=["GET", "POST"]),
             Route("/fake/pm/{kind}", self.fake_pm, methods=["GET", "POST"]),
