@@ -99,6 +99,29 @@ async def test_missed_notification_is_recovered_by_the_poll(hub_env: HubEnv, kaf
         assert cursor["modified_since"] >= datetime.fromisoformat(deal["Modified_Time"]) - timedelta(milliseconds=1)
 
 
+async def test_deletions_come_by_notification_and_a_lost_one_by_the_deleted_records_poll(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    async with crm_connector(hub_env) as crm:
+        seen = Seen(kafka_probe, await kafka_probe.reader(topics.CRM_INGEST))
+        await crm.connector.renew_channels()
+        await crm.connector.poll(ORG)  # sets the cursors
+        acme = crm.fake.ui_crm("Accounts", {"Account_Name": "Acme"})
+        globex = crm.fake.ui_crm("Accounts", {"Account_Name": "Globex"})
+        await seen.until(lambda rs: len(of_type(rs, "crm.account.upserted")) == 2)
+        crm.fake.ui_crm_delete("Accounts", acme["id"])  # notified (operation: delete)
+        records = await seen.until(lambda rs: len(of_type(rs, "crm.account.deleted")) == 1)
+        first = of_type(records, "crm.account.deleted")[0]
+        assert (first.payload.id, first.payload.version) == (acme["id"], 2)
+        crm.fake.limits.drop_notifications = 1
+        crm.fake.ui_crm_delete("Accounts", globex["id"])  # the notification is lost
+        await crm.fake.drain()
+        assert [n["ids"] for n in crm.fake.notifications_dropped] == [[globex["id"]]]
+        await crm.connector.poll(ORG)  # reads Accounts/deleted: both deletions, the first one again
+        records = await seen.until(lambda rs: {e.payload.id for e in of_type(rs, "crm.account.deleted")} == {acme["id"], globex["id"]})
+        deleted = {e.event_id: e.payload.id for e in of_type(records, "crm.account.deleted")}
+        assert sorted(deleted.values()) == sorted([acme["id"], globex["id"]]), "the first deletion again is the same event"
+        assert any(c[1] == "/crm/v7/Accounts/deleted" for c in crm.fake.calls)
+
+
 async def test_channel_is_renewed_before_it_lapses(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
     async with crm_connector(hub_env, HUB_CRM_CONNECTOR_CHANNEL_TTL_SECONDS="7200",
                              HUB_CRM_CONNECTOR_RENEW_BEFORE_SECONDS="600") as crm:

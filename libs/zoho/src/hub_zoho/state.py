@@ -76,17 +76,19 @@ async def record_command(db: Db, *, command_id: uuid.UUID, org_id: str, command_
 
 
 async def cursor(db: Db, org_id: str, purpose: str, module: str) -> asyncpg.Record | None:
-    return await db.fetchrow("SELECT modified_since, page, done FROM cursors WHERE org_id = $1 AND purpose = $2 AND module = $3",
-                             org_id, purpose, module)
+    return await db.fetchrow(
+        "SELECT modified_since, page, page_token, done FROM cursors WHERE org_id = $1 AND purpose = $2 AND module = $3",
+        org_id, purpose, module)
 
 
 async def save_cursor(db: Db, org_id: str, purpose: str, module: str, modified_since: datetime | None, page: int = 1,
-                      done: bool = False) -> None:
+                      done: bool = False, page_token: str | None = None) -> None:
     await db.execute(
-        """INSERT INTO cursors (org_id, purpose, module, modified_since, page, done) VALUES ($1, $2, $3, $4, $5, $6)
+        """INSERT INTO cursors (org_id, purpose, module, modified_since, page, done, page_token) VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (org_id, purpose, module) DO UPDATE
-           SET modified_since = EXCLUDED.modified_since, page = EXCLUDED.page, done = EXCLUDED.done, updated_at = now()""",
-        org_id, purpose, module, modified_since, page, done)
+           SET modified_since = EXCLUDED.modified_since, page = EXCLUDED.page, done = EXCLUDED.done,
+               page_token = EXCLUDED.page_token, updated_at = now()""",
+        org_id, purpose, module, modified_since, page, done, page_token)
 
 
 async def reset_cursors(db: Db, org_id: str, purpose: str) -> None:

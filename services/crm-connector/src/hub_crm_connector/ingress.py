@@ -30,7 +30,7 @@ from hub_platform.outbox import write_outbox
 from hub_platform.telemetry import current_trace_headers
 from hub_schema import Payload, encode, make_event
 from hub_schema.topics import TopicNames
-from hub_zoho.api import ZohoApi
+from hub_zoho.api import ZohoApi, ZohoError
 from hub_zoho.crm import CrmClient
 from hub_zoho import state
 from hub_zoho.orgs import ZohoOrg, load_orgs
@@ -190,6 +190,27 @@ class Connector:
                     published += await self.ingest(org_id, module, [str(r["id"]) for r in page.records], records=page.records)
                     newest = max([newest, *(domain.zoho_time(r.get("Modified_Time")) for r in page.records)])
             await storage.save_cursor(self.pool, org_id, "poll", module, newest)
+        return published + await self.poll_deleted(org_id)
+
+    async def poll_deleted(self, org_id: str) -> int:
+        """Publish the deletions since the stored cursor (`GET /crm/{v}/{module}/deleted`): a lost delete
+        notification is caught like a lost change. A deletion already published is the same event again."""
+        published = 0
+        overlap = timedelta(seconds=self.settings.crm_connector_poll_overlap_seconds)
+        for module in self.settings.crm_connector_modules:
+            if domain.KINDS[module].deleted is None:
+                continue
+            cur = await storage.cursor(self.pool, org_id, "poll-deleted", module)
+            if cur is None:
+                await storage.save_cursor(self.pool, org_id, "poll-deleted", module, datetime.now(UTC) - overlap)
+                continue
+            since = cur["modified_since"]
+            newest = since
+            async for page in self.crm[org_id].deleted_pages(module, since - overlap if since else None):
+                if page.records:
+                    published += await self.ingest(org_id, module, [str(r["id"]) for r in page.records], deleted=True)
+                    newest = max([newest, *(domain.zoho_time(r.get("deleted_time")) for r in page.records)])
+            await storage.save_cursor(self.pool, org_id, "poll-deleted", module, newest)
         return published
 
     # -- users and the org (no notifications: read each poll and backfill) ----------------------------
@@ -218,16 +239,26 @@ class Connector:
             if cur is not None and cur["done"]:
                 continue
             page_no = cur["page"] if cur is not None else 1
+            token = cur["page_token"] if cur is not None else None
             while True:
-                page = await self.crm[org_id].modified_since(module, since, page_no)
+                try:
+                    page = await self.crm[org_id].modified_since(module, since, page_no, page_token=token)
+                except ZohoError as exc:
+                    if token is None or exc.code != "INVALID_DATA":
+                        raise
+                    # the saved page token expired (they live a day): read the module again (same events)
+                    log.warning("backfill page token expired, the module is read again", org_id=org_id, module=module)
+                    page_no, token = 1, None
+                    continue
                 if page.records:
                     published += await self.ingest(org_id, module, [str(r["id"]) for r in page.records], records=page.records)
-                await storage.save_cursor(self.pool, org_id, "backfill", module, since, page_no + 1, done=not page.more)
+                await storage.save_cursor(self.pool, org_id, "backfill", module, since, page_no + 1, done=not page.more,
+                                          page_token=page.next_token)
                 if progress:
                     progress(module, page_no, len(page.records))
                 if not page.more:
                     break
-                page_no += 1
+                page_no, token = page_no + 1, page.next_token
         return published
 
     # -- background jobs (HubService.background) ---------------------------------------------------

@@ -3,12 +3,16 @@
 Accounts  POST /oauth/v2/token                     refresh-token grant; tokens expire (`token_ttl`); at most
                                                    10 access tokens per refresh token per 10 minutes
 CRM       GET /crm/{v}/users, GET /crm/{v}/org        users (type=AllUsers) and the org itself
-          GET|POST|PUT|DELETE /crm/{v}/{module}    records (`ids=`, `If-Modified-Since`, `page`/`per_page`);
+          GET|POST|PUT|DELETE /crm/{v}/{module}    records (`ids=`, `If-Modified-Since`, `page`/`per_page`, past
+                                                   2,000 records only `page_token` = info.next_page_token);
                                                    writes of at most 100 records, 201/200 all, 207 some, 400 none
+          GET /crm/{v}/{module}/deleted            the recycle bin (`type`, `If-Modified-Since`, paged)
           POST /crm/{v}/actions/watch               notification channels (default expiry 1 h, at most 1 day
                                                    before v4, a week from v4); Zoho POSTs changes to notify_url
-Projects  /api/v3/portals, /api/v3/portal/{portal}/projects, .../projects/{p}/tasks[/{t}[/comments]],
-          .../users, .../clients                   `last_modified_time`, `page`/`per_page`, bulk PATCH -> 207
+Projects  /api/v3/portals, /api/v3/portal/{portal}/{projects|clients|users|projectgroups}[/{id}] (GET, POST,
+          PATCH, DELETE; users with `user_type: client` are client users), .../projects/{p}/{users|clients}
+          (add members, 207 when some fail), .../projects/{p}/tasks[/{t}[/comments]], .../tasks, .../comments:
+                                                   `last_modified_time`, `page`/`per_page`, bulk PATCH -> 207
 Limits    every API call: `Authorization: Zoho-oauthtoken ...` (401 INVALID_TOKEN), a concurrency cap and a
           requests-per-window cap (429 TOO_MANY_REQUESTS + Retry-After), daily credits (429 at 0)
 Faults    `drop_notifications` (the next n are lost, as Zoho's FAQ warns), `fail_next` (the next n API calls 500)
@@ -70,6 +74,7 @@ class Limits:
     drop_notifications: int = 0
     fail_next: int = 0
     max_channel_expiry_seconds: float = 7 * 24 * 3600.0  # v4 and later; a day before
+    max_discrete_records: int = 2000  # records reachable with `page`; past them only `page_token` (v5+)
 
 
 @dataclass
@@ -88,6 +93,7 @@ class FakeZoho:
     refresh_token: str = "1000.fake-refresh"
     limits: Limits = field(default_factory=Limits)
     crm: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
+    crm_deleted: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))  # module -> recycle bin
     portals: dict[str, dict[str, Any]] = field(default_factory=dict)
     pm: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))  # kind -> id -> record
     channels: dict[int, Channel] = field(default_factory=dict)
@@ -106,6 +112,7 @@ class FakeZoho:
         self._window: deque[float] = deque()
         self._in_flight = 0
         self._pending: set[asyncio.Task[None]] = set()
+        self._page_tokens: dict[str, tuple[str, str | None, int, float]] = {}  # token -> (module, since, offset, expiry)
         self.http = httpx.AsyncClient(timeout=10.0)
 
     def new_id(self) -> str:
@@ -232,8 +239,37 @@ class FakeZoho:
         return self.crm[module][changed[0]]
 
     def ui_crm_delete(self, module: str, record_id: str) -> None:
-        self.crm[module].pop(record_id, None)
+        self._crm_delete(module, record_id)
         self.notify(module, "delete", [record_id])
+
+    def _crm_delete(self, module: str, record_id: str) -> bool:
+        """Into the recycle bin, where `GET /crm/{v}/{module}/deleted` lists it."""
+        rec = self.crm[module].pop(record_id, None)
+        if rec is None:
+            return False
+        self.crm_deleted[module].append({"id": record_id, "deleted_time": iso(now()), "type": "recycle",
+                                         "display_name": rec.get("Account_Name") or rec.get("Subject") or rec.get("Deal_Name") or "",
+                                         "deleted_by": {"id": "fake-user", "name": "Fake User"}})
+        return True
+
+    async def crm_deleted_records(self, request: Request) -> Response:
+        """Deleted records of a module (type=all|recycle|permanent, `If-Modified-Since`, page/per_page)."""
+        module = request.path_params["module"]
+        if module not in MODULES:
+            return JSONResponse({"code": "INVALID_MODULE", "message": "the module name given seems to be invalid", "status": "error"}, 400)
+        q = request.query_params
+        rows = sorted(self.crm_deleted[module], key=lambda r: (r["deleted_time"], r["id"]))
+        if q.get("type", "all") not in ("all", "recycle"):
+            rows = []
+        since = request.headers.get("If-Modified-Since")
+        if since:
+            rows = [r for r in rows if parse_time(r["deleted_time"]) > parse_time(since)]
+        page, per_page = int(q.get("page", "1")), min(int(q.get("per_page", "200")), 200)
+        part = rows[(page - 1) * per_page: page * per_page]
+        if not part:
+            return Response(status_code=204)
+        return JSONResponse({"data": part, "info": {"page": page, "per_page": per_page, "count": len(part),
+                                                    "more_records": page * per_page < len(rows)}})
 
     def ui_crm_user(self, fields: dict[str, Any]) -> dict[str, Any]:
         """An admin adds or changes a CRM user (Setup > Users); users have no notifications, the poll reads them."""
@@ -266,21 +302,39 @@ class FakeZoho:
             if "ids" in q:
                 found = [table[i] for i in q["ids"].split(",") if i in table]
                 return JSONResponse({"data": found}) if found else Response(status_code=204)
-            rows = sorted(table.values(), key=lambda r: (r["Modified_Time"], r["id"]))
             since = request.headers.get("If-Modified-Since")
+            per_page = min(int(q.get("per_page", "200")), 200)
+            if "page_token" in q:  # v5+: the only way past the first 2,000 records
+                token = self._page_tokens.get(q["page_token"])
+                if token is None or token[0] != module or token[3] < time.monotonic():
+                    return JSONResponse({"code": "INVALID_DATA", "details": {"api_name": "page_token"},
+                                         "message": "invalid or expired page token", "status": "error"}, 400)
+                _, since, offset, _ = token
+                page = offset // per_page + 1
+            else:
+                page = int(q.get("page", "1"))
+                offset = (page - 1) * per_page
+                if offset >= self.limits.max_discrete_records:
+                    return JSONResponse({"code": "DISCRETE_PAGINATION_LIMIT_EXCEEDED", "details": {"limit": self.limits.max_discrete_records},
+                                         "message": "use page_token to fetch more than 2000 records", "status": "error"}, 400)
+            rows = sorted(table.values(), key=lambda r: (r["Modified_Time"], r["id"]))
             if since:
                 rows = [r for r in rows if parse_time(r["Modified_Time"]) > parse_time(since)]
-            page, per_page = int(q.get("page", "1")), min(int(q.get("per_page", "200")), 200)
-            part = rows[(page - 1) * per_page: page * per_page]
+            part = rows[offset: offset + per_page]
             if not part:
                 return Response(status_code=304 if since else 204)
-            return JSONResponse({"data": part, "info": {"page": page, "per_page": per_page, "count": len(part),
-                                                        "more_records": page * per_page < len(rows)}})
+            more = offset + per_page < len(rows)
+            info: dict[str, Any] = {"page": page, "per_page": per_page, "count": len(part), "more_records": more}
+            if more:
+                token_value = secrets.token_hex(12)
+                self._page_tokens[token_value] = (module, since, offset + per_page, time.monotonic() + 86400)
+                info.update({"next_page_token": token_value, "page_token_expiry": iso(now() + timedelta(days=1))})
+            return JSONResponse({"data": part, "info": info})
         if request.method == "DELETE":
             ids = q.get("ids", "").split(",")
             results = []
             for i in ids:
-                if table.pop(i, None) is not None:
+                if self._crm_delete(module, i):
                     results.append({"code": "SUCCESS", "details": {"id": i}, "message": "record deleted", "status": "success"})
                 else:
                     results.append({"code": "INVALID_DATA", "details": {"id": i}, "message": "record not deleted", "status": "error"})
@@ -574,6 +628,7 @@ class FakeZoho:
             Route("/crm/{version}/users", g(self.crm_users), methods=["GET"]),
             Route("/crm/{version}/org", g(self.crm_org), methods=["GET"]),
             Route("/crm/{version}/{module}", g(self.crm_records), methods=["GET", "POST", "PUT", "DELETE"]),
+            Route("/crm/{version}/{module}/deleted", g(self.crm_deleted_records), methods=["GET"]),
             Route("/api/v3/portals", g(self.pm_portals), methods=["GET"]),
             Route("/api/v3/portal/{portal}/projects/{project}/tasks", g(self.pm_project_tasks), methods=["GET", "POST", "PATCH"]),
             Route("/api/v3/portal/{portal}/projects/{project}/tasks/{task}", g(self.pm_task), methods=["GET", "PATCH", "DELETE"]),
