@@ -111,7 +111,7 @@ class HubService:
         router: Router,
         *,
         subscribe: Sequence[str],
-        migrations: Path | None,
+        migrations: Path | Sequence[Path] | None,
         routes: Sequence[BaseRoute] = (),
         title: str = "",
         on_started: Sequence[Callable[[HubService], Awaitable[None]]] = (),

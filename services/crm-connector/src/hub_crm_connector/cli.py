@@ -105,7 +105,7 @@ async def backfill(org_id: str, since: datetime | None, side: str, restart: bool
             crm = Connector(s)
         crm.service_migrations = MIGRATIONS  # type: ignore[attr-defined]
         if org_id not in crm.orgs:
-            raise click.ClickException(f"no Zoho credentials for org {org_id} (HUB_ZOHO_ORGS or HUB_CRM_CONNECTOR_ORGS_FILE)")
+            raise click.ClickException(f"no Zoho credentials for org {org_id} (HUB_ZOHO_ORGS or HUB_ZOHO_ORGS_FILE)")
         pool, relay = await _attached(s, crm)
         try:
             crm_progress = Progress("crm")
@@ -124,7 +124,7 @@ async def backfill(org_id: str, since: datetime | None, side: str, restart: bool
             pm = PmConnector(ps)
         pm.service_migrations = PM_MIGRATIONS  # type: ignore[attr-defined]
         if org_id not in pm.orgs:
-            raise click.ClickException(f"no Zoho credentials for org {org_id} (HUB_ZOHO_ORGS or HUB_PM_CONNECTOR_ORGS_FILE)")
+            raise click.ClickException(f"no Zoho credentials for org {org_id} (HUB_ZOHO_ORGS or HUB_ZOHO_ORGS_FILE)")
         pool, relay = await _attached(ps, pm)
         try:
             if restart:

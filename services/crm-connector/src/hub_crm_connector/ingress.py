@@ -26,18 +26,14 @@ from hub_crm_connector import domain, storage
 from hub_crm_connector.settings import CrmConnectorSettings
 from hub_platform import metrics
 from hub_platform.logs import get_logger
-from hub_platform.outbox import write_outbox
-from hub_platform.telemetry import current_trace_headers
-from hub_schema import Payload, encode, make_event
-from hub_schema.topics import TopicNames
+from hub_schema import Payload
 from hub_zoho.api import ZohoApi, ZohoError
 from hub_zoho.crm import CrmClient
 from hub_zoho import state
-from hub_zoho.orgs import ZohoOrg, load_orgs
+from hub_zoho.orgs import ZohoOrg
+from hub_zoho.service import Emit, ZohoConnector
 
 log = get_logger(__name__)
-
-Emit = Callable[[Payload, str, uuid.UUID], Awaitable[Any]]
 
 REFUSED_NOTIFICATIONS = metrics.Counter(
     "hub_connector_notifications_refused_total", "Notifications refused because their token was wrong (treated as attacks)",
@@ -49,31 +45,16 @@ def channel_id_of(org_id: str) -> int:
     return uuid.uuid5(state.EVENT_NAMESPACE, f"channel/{org_id}").int % (2**53 - 1) + 1
 
 
-class Connector:
-    """The CRM connector's state: the orgs, one ZohoApi (token cache, limiter) per org, the service's pool."""
+class Connector(ZohoConnector):
+    """The CRM connector's state: the orgs, one ZohoApi (token cache, limiter) and CrmClient per org, the service."""
+
+    origin = "crm"
 
     def __init__(self, settings: CrmConnectorSettings, orgs: dict[str, ZohoOrg] | None = None,
                  http: httpx.AsyncClient | None = None) -> None:
-        self.settings = settings
-        self.orgs = orgs if orgs is not None else load_orgs(
-            settings.crm_connector_orgs_file, settings.zoho_orgs.get_secret_value() if settings.zoho_orgs else "")
-        self.apis = {org_id: ZohoApi(org, http) for org_id, org in self.orgs.items()}
+        super().__init__(settings, orgs, http)
+        self.settings: CrmConnectorSettings = settings
         self.crm = {org_id: CrmClient(api) for org_id, api in self.apis.items()}
-        self.topics = TopicNames(settings.kafka.topic_prefix)
-        self.service: Any = None
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        assert self.service is not None and self.service.pool is not None, "start the connector first"
-        return self.service.pool
-
-    def outbox_emitter(self, conn: asyncpg.Connection, org_id: str) -> Emit:
-        async def emit(payload: Payload, entity_key: str, event_id: uuid.UUID) -> None:
-            env = make_event(payload, org_id=org_id, entity_key=entity_key, producer=self.settings.service_name, origin="crm",
-                             event_id=event_id)
-            await write_outbox(conn, topic=self.topics(type(payload).TOPIC), key=entity_key, value=encode(env),
-                               headers=current_trace_headers(), event_id=env.event_id)
-        return emit
 
     # -- the one path every change takes ------------------------------------------------------------
 
@@ -282,7 +263,3 @@ class Connector:
             except Exception as exc:  # Zoho or the database away: try again next round
                 log.warning(f"{what} failed, trying again", error=repr(exc))
             await asyncio.sleep(every)
-
-    async def aclose(self) -> None:
-        for api in self.apis.values():
-            await api.aclose()

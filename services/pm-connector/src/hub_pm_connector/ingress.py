@@ -11,7 +11,7 @@ import asyncio
 import hmac
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,50 +23,33 @@ from starlette.routing import Route
 
 from hub_platform import metrics
 from hub_platform.logs import get_logger
-from hub_platform.outbox import write_outbox
-from hub_platform.telemetry import current_trace_headers
 from hub_pm_connector import domain
 from hub_pm_connector.settings import KINDS, SWEPT, PmConnectorSettings
-from hub_schema import Payload, encode, make_event
-from hub_schema.topics import TopicNames
+from hub_schema import Payload
 from hub_zoho import state
 from hub_zoho.api import ZohoApi
-from hub_zoho.orgs import ZohoOrg, load_orgs
+from hub_zoho.orgs import ZohoOrg
+from hub_zoho.service import Emit, ZohoConnector
 from hub_zoho.projects import ProjectsClient
 
 log = get_logger(__name__)
-
-Emit = Callable[[Payload, str, uuid.UUID], Awaitable[Any]]
 
 REFUSED_WEBHOOKS = metrics.Counter(
     "hub_connector_webhooks_refused_total", "Projects webhook calls refused because their secret was wrong",
     ["connector"], registry=metrics.REGISTRY)
 
 
-class Connector:
+class Connector(ZohoConnector):
+    """The PM connector's state: the orgs, one ZohoApi and ProjectsClient per org, the service, the poll's wake-up."""
+
+    origin = "pm"
+
     def __init__(self, settings: PmConnectorSettings, orgs: dict[str, ZohoOrg] | None = None,
                  http: httpx.AsyncClient | None = None) -> None:
-        self.settings = settings
-        self.orgs = orgs if orgs is not None else load_orgs(
-            settings.pm_connector_orgs_file, settings.zoho_orgs.get_secret_value() if settings.zoho_orgs else "")
-        self.apis = {org_id: ZohoApi(org, http) for org_id, org in self.orgs.items()}
+        super().__init__(settings, orgs, http)
+        self.settings: PmConnectorSettings = settings
         self.projects = {org_id: ProjectsClient(api) for org_id, api in self.apis.items()}
-        self.topics = TopicNames(settings.kafka.topic_prefix)
-        self.service: Any = None
         self.poll_now = asyncio.Event()
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        assert self.service is not None and self.service.pool is not None, "start the connector first"
-        return self.service.pool
-
-    def outbox_emitter(self, conn: asyncpg.Connection, org_id: str) -> Emit:
-        async def emit(payload: Payload, entity_key: str, event_id: uuid.UUID) -> None:
-            env = make_event(payload, org_id=org_id, entity_key=entity_key, producer=self.settings.service_name, origin="pm",
-                             event_id=event_id)
-            await write_outbox(conn, topic=self.topics(type(payload).TOPIC), key=entity_key, value=encode(env),
-                               headers=current_trace_headers(), event_id=env.event_id)
-        return emit
 
     async def observe(self, conn: asyncpg.Connection, org_id: str, portal_id: str, kind: str, record_id: str,
                       rec: dict[str, Any] | None, emit: Emit, command_id: uuid.UUID | None = None,
@@ -219,7 +202,3 @@ class Connector:
 
     def routes(self) -> list[Route]:
         return [Route("/zoho/projects/webhook/{org_id}", self.on_webhook, methods=["POST"])]
-
-    async def aclose(self) -> None:
-        for api in self.apis.values():
-            await api.aclose()
