@@ -670,10 +670,30 @@ async def serving(fake: FakeZoho, port: int = 0):  # type: ignore[no-untyped-def
         await fake.http.aclose()
 
 
+DEMO_PORTAL = "700001"
+
+
+def seed_demo(fake: FakeZoho) -> None:
+    """What `make up ZOHO=fake` starts with: a CRM admin and an account; a Projects portal, its admin and a project."""
+    fake.ui_crm_user({"id": "9000001", "email": "ada@example.com", "full_name": "Ada Admin", "profile": {"name": "Administrator"}})
+    fake.ui_crm("Accounts", {"Account_Name": "Acme"})
+    fake.portals[DEMO_PORTAL] = {"id": DEMO_PORTAL, "name": "Acme portal", "plan": "Enterprise"}
+    fake.ui_pm("users", {"id": "pu-ada", "portal_id": DEMO_PORTAL, "email": "ada@example.com", "name": "Ada",
+                         "role": {"name": "Administrator"}})
+    fake.ui_pm("projects", {"portal_id": DEMO_PORTAL, "name": "Acme rollout", "owner": {"zpuid": "pu-ada"}, "status": "active",
+                            "users": [{"zpuid": "pu-ada"}]})
+
+
 def main() -> None:
-    """`hub-fakezoho`: serve a fake Zoho on HUB_FAKEZOHO_PORT (default 8095)."""
-    fake = FakeZoho()
-    uvicorn.run(fake.app(), host="127.0.0.1", port=int(os.environ.get("HUB_FAKEZOHO_PORT", "8095")), log_level="warning")
+    """`hub-fakezoho`: serve a fake Zoho on HUB_FAKEZOHO_PORT (default 8095). HUB_FAKEZOHO_CLIENT_ID,
+    _CLIENT_SECRET and _REFRESH_TOKEN set the OAuth client it accepts; HUB_FAKEZOHO_SEED=demo seeds `seed_demo`."""
+    env = os.environ
+    fake = FakeZoho(client_id=env.get("HUB_FAKEZOHO_CLIENT_ID", FakeZoho.client_id),
+                    client_secret=env.get("HUB_FAKEZOHO_CLIENT_SECRET", FakeZoho.client_secret),
+                    refresh_token=env.get("HUB_FAKEZOHO_REFRESH_TOKEN", FakeZoho.refresh_token))
+    if env.get("HUB_FAKEZOHO_SEED") == "demo":
+        seed_demo(fake)
+    uvicorn.run(fake.app(), host="127.0.0.1", port=int(env.get("HUB_FAKEZOHO_PORT", "8095")), log_level="warning")
 
 
 if __name__ == "__main__":
