@@ -1,4 +1,4 @@
-"""`make up ZOHO=fake`: the fake Zoho (`hub-fakezoho`, seeded) and both connectors wired to it, started
+"""`make up ZOHO=fake`: the fake Zoho (`hub-fakezoho`, seeded, its tables in <state>/fakezoho.sqlite3) and both connectors wired to it, started
 instead of the sandbox (the connectors stand where it stands).
 
 The fake gets an OAuth client made up for this state folder; the connectors get it as org `org-1`'s
@@ -101,6 +101,7 @@ def start_fake(state_dir: Path, timeout: float = 30.0) -> dict[str, Any]:
         return {"port": FAKE_PORT, "log": str(log_path), "reused": True}
     client = oauth_client(state_dir)
     env = {**os.environ, "HUB_FAKEZOHO_PORT": str(FAKE_PORT), "HUB_FAKEZOHO_SEED": "demo",
+           "HUB_FAKEZOHO_DB": str(state_dir / "fakezoho.sqlite3"),
            "HUB_FAKEZOHO_CLIENT_ID": client["client_id"], "HUB_FAKEZOHO_CLIENT_SECRET": client["client_secret"],
            "HUB_FAKEZOHO_REFRESH_TOKEN": client["refresh_token"]}
     with open(log_path, "ab") as log:

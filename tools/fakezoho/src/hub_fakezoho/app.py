@@ -18,8 +18,10 @@ Limits    every API call: `Authorization: Zoho-oauthtoken ...` (401 INVALID_TOKE
 Faults    `drop_notifications` (the next n are lost, as Zoho's FAQ warns), `fail_next` (the next n API calls 500)
 
 Its "UI" (a person editing records, which also fires the notifications) is `FakeZoho.ui_*` in-process and
-`/fake/...` over HTTP; `/fake/config` changes the limits at run time. State lives in the process (its
-tables are dictionaries): the fake is a test double, restarted per test or demo run.
+`/fake/...` over HTTP; `/fake/config` changes the limits at run time. Its records live in its own tables
+(SQLite, hub_fakezoho.tables: in memory for a test, a file that outlives restarts for `make up ZOHO=fake`);
+access tokens and watch channels live in the process, as a restarted Zoho would make the connectors refresh
+and re-watch (a notification lost meanwhile is the reconciliation poll's).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import json
 import os
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +45,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from hub_fakezoho.tables import Kinds, highest_numeric_id, open_tables
 
 MANDATORY = {"Accounts": ["Account_Name"], "Contacts": ["Last_Name"], "Deals": ["Deal_Name", "Stage"], "Leads": ["Last_Name"],
              "Tasks": ["Subject"], "Notes": ["Note_Content", "Parent_Id"]}
@@ -92,10 +96,7 @@ class FakeZoho:
     client_secret: str = "fake-secret"
     refresh_token: str = "1000.fake-refresh"
     limits: Limits = field(default_factory=Limits)
-    crm: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
-    crm_deleted: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))  # module -> recycle bin
-    portals: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pm: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))  # kind -> id -> record
+    db_path: str = ":memory:"  # its tables (hub_fakezoho.tables): in memory for a test, a file for `make up ZOHO=fake`
     channels: dict[int, Channel] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)  # access token -> expiry (monotonic)
     issued: deque[float] = field(default_factory=deque)
@@ -108,7 +109,12 @@ class FakeZoho:
     credits_used: int = 0
 
     def __post_init__(self) -> None:
-        self._ids = itertools.count(5_000_000_001)
+        self.db = open_tables(self.db_path)
+        self.crm = Kinds(self.db, "crm_records")  # module -> id -> record
+        self.crm_deleted = Kinds(self.db, "crm_recycle_bin")  # module -> id -> deleted-record entry
+        self.pm = Kinds(self.db, "pm_records")  # kind -> id -> record
+        self.portals = Kinds(self.db, "pm_portals")["portals"]
+        self._ids = itertools.count(max(5_000_000_001, highest_numeric_id(self.db) + 1))
         self._window: deque[float] = deque()
         self._in_flight = 0
         self._pending: set[asyncio.Task[None]] = set()
@@ -221,6 +227,7 @@ class FakeZoho:
                     continue
                 rec.update({k: v for k, v in item.items() if k != "id"})
                 self._stamp(rec, False)
+                self.crm[module][rid] = rec
                 code = "SUCCESS"
             changed.append(rec["id"])
             results.append({"code": code, "details": {"id": rec["id"], "Modified_Time": rec["Modified_Time"]},
@@ -247,9 +254,9 @@ class FakeZoho:
         rec = self.crm[module].pop(record_id, None)
         if rec is None:
             return False
-        self.crm_deleted[module].append({"id": record_id, "deleted_time": iso(now()), "type": "recycle",
-                                         "display_name": rec.get("Account_Name") or rec.get("Subject") or rec.get("Deal_Name") or "",
-                                         "deleted_by": {"id": "fake-user", "name": "Fake User"}})
+        self.crm_deleted[module][record_id] = {"id": record_id, "deleted_time": iso(now()), "type": "recycle",
+                                               "display_name": rec.get("Account_Name") or rec.get("Subject") or rec.get("Deal_Name") or "",
+                                               "deleted_by": {"id": "fake-user", "name": "Fake User"}}
         return True
 
     async def crm_deleted_records(self, request: Request) -> Response:
@@ -258,7 +265,7 @@ class FakeZoho:
         if module not in MODULES:
             return JSONResponse({"code": "INVALID_MODULE", "message": "the module name given seems to be invalid", "status": "error"}, 400)
         q = request.query_params
-        rows = sorted(self.crm_deleted[module], key=lambda r: (r["deleted_time"], r["id"]))
+        rows = sorted(self.crm_deleted[module].values(), key=lambda r: (r["deleted_time"], r["id"]))
         if q.get("type", "all") not in ("all", "recycle"):
             rows = []
         since = request.headers.get("If-Modified-Since")
@@ -685,13 +692,15 @@ def seed_demo(fake: FakeZoho) -> None:
 
 
 def main() -> None:
-    """`hub-fakezoho`: serve a fake Zoho on HUB_FAKEZOHO_PORT (default 8095). HUB_FAKEZOHO_CLIENT_ID,
-    _CLIENT_SECRET and _REFRESH_TOKEN set the OAuth client it accepts; HUB_FAKEZOHO_SEED=demo seeds `seed_demo`."""
+    """`hub-fakezoho`: serve a fake Zoho on HUB_FAKEZOHO_PORT (default 8095), its tables in the SQLite file
+    HUB_FAKEZOHO_DB (default: in memory). HUB_FAKEZOHO_CLIENT_ID, _CLIENT_SECRET and _REFRESH_TOKEN set the
+    OAuth client it accepts; HUB_FAKEZOHO_SEED=demo seeds `seed_demo` into empty tables."""
     env = os.environ
     fake = FakeZoho(client_id=env.get("HUB_FAKEZOHO_CLIENT_ID", FakeZoho.client_id),
                     client_secret=env.get("HUB_FAKEZOHO_CLIENT_SECRET", FakeZoho.client_secret),
-                    refresh_token=env.get("HUB_FAKEZOHO_REFRESH_TOKEN", FakeZoho.refresh_token))
-    if env.get("HUB_FAKEZOHO_SEED") == "demo":
+                    refresh_token=env.get("HUB_FAKEZOHO_REFRESH_TOKEN", FakeZoho.refresh_token),
+                    db_path=env.get("HUB_FAKEZOHO_DB", ":memory:"))
+    if env.get("HUB_FAKEZOHO_SEED") == "demo" and not len(fake.crm["Accounts"]):
         seed_demo(fake)
     uvicorn.run(fake.app(), host="127.0.0.1", port=int(env.get("HUB_FAKEZOHO_PORT", "8095")), log_level="warning")
 
