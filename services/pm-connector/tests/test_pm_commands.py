@@ -133,3 +133,25 @@ async def test_deletions_in_projects_are_published_by_the_sweep(hub_env: HubEnv,
         task = envelopes(records, "pm.task.deleted")[0].payload
         assert (task.id, task.project_id, task.portal_id, task.version) == (world["task"]["id"], world["project"]["id"], PORTAL, 2)
         assert envelopes(records, "pm.client_company.deleted")[0].payload.id == world["client"]["id"]
+
+
+async def test_a_project_creation_that_failed_half_way_goes_on_without_creating_anything_twice(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """The client company and client user went in, then Projects failed the project call more often than the
+    client retries: the handler fails, the platform runs the command again, and the steps already done are skipped."""
+    async with pm_connector(hub_env) as pm:
+        seed(pm.fake)
+        out = await kafka_probe.reader(topics.PM_INGEST)
+        pm.fake.limits.fail_paths[f"POST /api/v3/portal/{PORTAL}/projects"] = 5  # the client tries 4 times per run
+        create = cmd.PmProjectCreate(command_id=uuid.uuid4(), portal_id=PORTAL, name="Initech rollout",
+                                     new_client_company=cmd.NewClientCompany(name="Initech", crm_account_id="a-7"),
+                                     new_client_users=[cmd.NewClientUser(email="peter@initech.example", name="Peter", crm_contact_id="c-7")])
+        await kafka_probe.send(command(create))
+        records = await kafka_probe.collect(out, lambda rs: "pm.project.upserted" in of(rs, create.command_id), timeout=90)
+        echo = of(records, create.command_id)
+        assert pm.fake.limits.fail_paths[f"POST /api/v3/portal/{PORTAL}/projects"] == 0, "every failure was met"
+        assert [c["name"] for c in pm.fake.pm["clients"].values()].count("Initech") == 1
+        assert [u.get("email") for u in pm.fake.pm["users"].values()].count("peter@initech.example") == 1
+        assert [p["name"] for p in pm.fake.pm["projects"].values()].count("Initech rollout") == 1
+        project = echo["pm.project.upserted"][0]
+        assert project.client_company_ids == [echo["pm.client_company.upserted"][0].id]
+        assert project.client_user_ids == [echo["pm.client_user.upserted"][0].id]

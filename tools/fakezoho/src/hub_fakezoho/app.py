@@ -15,7 +15,8 @@ Projects  /api/v3/portals, /api/v3/portal/{portal}/{projects|clients|users|proje
                                                    `last_modified_time`, `page`/`per_page`, bulk PATCH -> 207
 Limits    every API call: `Authorization: Zoho-oauthtoken ...` (401 INVALID_TOKEN), a concurrency cap and a
           requests-per-window cap (429 TOO_MANY_REQUESTS + Retry-After), daily credits (429 at 0)
-Faults    `drop_notifications` (the next n are lost, as Zoho's FAQ warns), `fail_next` (the next n API calls 500)
+Faults    `drop_notifications` (the next n are lost, as Zoho's FAQ warns), `fail_next` (the next n API calls 500),
+          `fail_paths` (the next n calls of one method and path 500)
 
 Its "UI" (a person editing records, which also fires the notifications) is `FakeZoho.ui_*` in-process and
 `/fake/...` over HTTP; `/fake/config` changes the limits at run time. Its records live in its own tables
@@ -79,6 +80,7 @@ class Limits:
     fail_next: int = 0
     max_channel_expiry_seconds: float = 7 * 24 * 3600.0  # v4 and later; a day before
     max_discrete_records: int = 2000  # records reachable with `page`; past them only `page_token` (v5+)
+    fail_paths: dict[str, int] = field(default_factory=dict)  # "POST /api/v3/portal/1/projects" -> the next n answer 500
 
 
 @dataclass
@@ -168,8 +170,12 @@ class FakeZoho:
             self.throttled += 1
             return JSONResponse({"code": "TOO_MANY_REQUESTS", "details": {}, "message": "too many requests", "status": "error"},
                                 429, headers={"Retry-After": str(lim.retry_after)})
-        if lim.fail_next > 0:
-            lim.fail_next -= 1
+        call = f"{request.method} {request.url.path}"
+        if lim.fail_next > 0 or lim.fail_paths.get(call, 0) > 0:
+            if lim.fail_paths.get(call, 0) > 0:
+                lim.fail_paths[call] -= 1
+            else:
+                lim.fail_next -= 1
             return JSONResponse({"code": "INTERNAL_ERROR", "message": "try again", "status": "error"}, 500)
         self._window.append(t)
         self.credits_used += 1
