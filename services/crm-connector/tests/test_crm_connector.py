@@ -122,6 +122,21 @@ async def test_deletions_come_by_notification_and_a_lost_one_by_the_deleted_reco
         assert any(c[1] == "/crm/v7/Accounts/deleted" for c in crm.fake.calls)
 
 
+async def test_a_task_the_hub_created_is_its_echo_even_when_the_notification_comes_first(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """Zoho notifies as soon as the connector's insert went through, before the handler publishes the echo: the
+    task's Hub_Command_Id makes that first sight the hub's own echo, not a person's task to mirror back."""
+    async with crm_connector(hub_env) as crm:
+        seen = Seen(kafka_probe, await kafka_probe.reader(topics.CRM_INGEST))
+        await crm.connector.renew_channels()
+        account = crm.fake.ui_crm("Accounts", {"Account_Name": "Acme"})
+        command_id = uuid.uuid4()
+        task = crm.fake.ui_crm("Tasks", {"Subject": "Mirrored", "What_Id": {"id": account["id"]}, "$se_module": "Accounts",
+                                         "Created_By": {"id": "u-1"}, "Hub_Command_Id": str(command_id)})
+        records = await seen.until(lambda rs: len(of_type(rs, "crm.task.upserted")) == 1)
+        ev = of_type(records, "crm.task.upserted")[0]
+        assert (ev.payload.id, ev.payload.command_id) == (task["id"], command_id)
+
+
 async def test_channel_is_renewed_before_it_lapses(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
     async with crm_connector(hub_env, HUB_CRM_CONNECTOR_CHANNEL_TTL_SECONDS="7200",
                              HUB_CRM_CONNECTOR_RENEW_BEFORE_SECONDS="600") as crm:

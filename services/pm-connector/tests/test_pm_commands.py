@@ -155,3 +155,27 @@ async def test_a_project_creation_that_failed_half_way_goes_on_without_creating_
         project = echo["pm.project.upserted"][0]
         assert project.client_company_ids == [echo["pm.client_company.upserted"][0].id]
         assert project.client_user_ids == [echo["pm.client_user.upserted"][0].id]
+
+
+async def test_the_poll_that_sees_a_record_before_its_echo_publishes_it_as_the_commands_echo(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """The background poll may read a task the connector just created before the handler published its echo:
+    published without the command id, the hub would take it for a person's new task and mirror it back."""
+    from hub_zoho import state
+
+    async with pm_connector(hub_env) as pm:
+        world = seed(pm.fake)
+        out = await kafka_probe.reader(topics.PM_INGEST)
+        marked_by = uuid.uuid4()  # the create call went through (the task carries its marker), the echo is not out yet
+        task = pm.fake.ui_pm("tasks", {"portal_id": PORTAL, "project_id": world["project"]["id"], "name": "Mirrored",
+                                       "status": {"name": "Open"}, "add_to_crm": True, "hub_command_id": str(marked_by)})
+        stepped_by = uuid.uuid4()  # a client company a project creation's step made (no marker field on clients)
+        client = pm.fake.ui_pm("clients", {"portal_id": PORTAL, "name": "Stepped Corp"})
+        await state.record_command(pm.connector.pool, command_id=uuid.uuid5(stepped_by, "client_company"), org_id=ORG,
+                                   command_type="pm.project.create#client_company", module="clients", record_id=client["id"],
+                                   outcome="applied", parent_command_id=stepped_by)
+        await pm.connector.poll(ORG)
+        records = await kafka_probe.collect(out, lambda rs: bool(of(rs, marked_by)) and bool(of(rs, stepped_by)))
+        assert of(records, marked_by)["pm.task.upserted"][0].id == task["id"]
+        assert of(records, stepped_by)["pm.client_company.upserted"][0].id == client["id"]
+        others = [e for e in envelopes(records, "pm.task.upserted") if e.payload.id == task["id"] and e.payload.command_id is None]
+        assert others == [], "never published as a person's task"

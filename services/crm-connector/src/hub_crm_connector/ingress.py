@@ -73,7 +73,8 @@ class Connector(ZohoConnector):
             except domain.NotPublished as exc:
                 log.info("zoho record not published", org_id=org_id, module=module, record_id=record_id, why=str(exc))
                 return None
-        got = await storage.version_of(conn, org_id, module, record_id, fields, command_id)
+        got = await storage.version_of(conn, org_id, module, record_id, fields, command_id,
+                                       created_by=state.command_marker((rec or {}).get("Hub_Command_Id")))
         if got is None:
             return None  # a deletion of a record never published
         version, cid = got

@@ -1,7 +1,9 @@
 """Zoho Projects v3 records <-> the hub's pm.* events and commands: pure functions, no I/O.
 
 `add_to_crm` on a task is the integration's "add to CRM" flag (S5); in Zoho Projects it is a task custom
-field of that name (Setup > Task custom fields), which the portal needs before the connector is enabled.
+field of that name (Setup > Task custom fields), which the portal needs before the connector is enabled,
+like `hub_command_id` (the hub command that created the task: the poll that sees it first publishes it as
+the hub's own echo, not as a person's task to mirror back).
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def task_create_fields(c: cmd.PmTaskCreate) -> dict[str, Any]:
     fields: dict[str, Any] = {"name": c.title, "description": c.description, "end_date": c.due_date.isoformat() if c.due_date else None,
                               "priority": PRIORITY_OUT[c.priority], "status": {"name": "Closed" if c.status == "closed" else "Open",
                                                                                "is_closed_type": c.status == "closed"},
-                              "parent_task_id": c.parent_task_id, "add_to_crm": True}
+                              "parent_task_id": c.parent_task_id, "add_to_crm": True, "hub_command_id": str(c.command_id)}
     if c.owner_id:
         fields["owners_and_work"] = {"owners": [{"zpuid": c.owner_id}]}
     return {k: v for k, v in fields.items() if v is not None}

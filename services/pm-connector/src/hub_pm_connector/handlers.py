@@ -72,7 +72,7 @@ class Run:
             done = str(rec["id"]) if rec is not None else str(record_id)
             await storage.record_command(self.connector.pool, command_id=self.step_id(name), org_id=self.org_id,
                                          command_type=f"{self.command_type}#{name}", module=kind, record_id=done,
-                                         outcome="applied")
+                                         outcome="applied", parent_command_id=self.command.command_id)
         self.touch(kind, done)
         return done
 

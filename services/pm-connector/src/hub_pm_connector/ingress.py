@@ -73,7 +73,9 @@ class Connector(ZohoConnector):
             except domain.NotPublished as exc:
                 log.info("zoho projects record not published", org_id=org_id, kind=kind, record_id=record_id, why=str(exc))
                 return None
-        got = await state.version_of(conn, org_id, module, record_id, fields, command_id)
+        got = await state.version_of(conn, org_id, module, record_id, fields, command_id,
+                                     created_by=state.command_marker((rec or {}).get("hub_command_id")),
+                                     command_module="users" if kind == "client_users" else kind)
         if got is None:
             return None
         version, cid = got
