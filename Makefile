@@ -17,8 +17,8 @@ install: ## install uv if missing, the Python workspace (locked), and the Kafka 
 	$(UV) sync --locked
 	$(UV) run python -m hub_devstack fetch-kafka
 
-up: install ## start Kafka, PostgreSQL, the SMTP sink and the four services; Ctrl-C stops them
-	$(KAFKA_ENV) $(UV) run python -m hub_devstack up --state-dir $(STATE_DIR)
+up: install ## start Kafka, PostgreSQL, the SMTP sink and the four services; Ctrl-C stops them (ZOHO=fake: the fake Zoho and both connectors instead of the sandbox)
+	$(KAFKA_ENV) $(if $(ZOHO),HUB_LOCAL_ZOHO=$(ZOHO)) $(UV) run python -m hub_devstack up --state-dir $(STATE_DIR)
 
 down: ## stop a stack left running by `make up`
 	$(UV) run python -m hub_devstack down --state-dir $(STATE_DIR)
@@ -54,9 +54,9 @@ security-doc: install ## run every attack-marked test and rewrite the attack tab
 	HUB_SECURITY_REPORT=reports/security.json $(UV) run pytest -m attack $(PYTEST_ARGS); status=$$?; \
 	$(UV) run python -m hub_devstack.security_report reports/security.json docs/security.md && exit $$status
 
-demo: ## tell a story through the FAQ against the stack `make up` runs (STATE_DIR); ZOHO=fake: a task through both Zoho connectors and a fake Zoho (own servers)
+demo: ## tell a story through the FAQ against the stack `make up` runs (STATE_DIR); ZOHO=fake: a CRM task through the fake Zoho and both connectors to Projects and back (against `make up ZOHO=fake`)
 ifeq ($(ZOHO),fake)
-	$(UV) run pytest tests/e2e/test_S12_S1_zoho_connectors.py -s -q -p no:cacheprovider
+	$(UV) run python -m hub_devstack.zoho_demo --state-dir $(or $(HUB_STATE_DIR),$(STATE_DIR))
 else
 	$(UV) run python -m hub_sandbox.demo --state-dir $(or $(HUB_STATE_DIR),$(STATE_DIR))
 endif

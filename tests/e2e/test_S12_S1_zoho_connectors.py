@@ -1,4 +1,4 @@
-"""S12 and S1 through the Zoho connectors: a task saved in (fake) Zoho CRM with "add to the PM tool" becomes a
+"""S12, S13 and S1 through the Zoho connectors: a task saved in (fake) Zoho CRM with "add to the PM tool" becomes a
 task in (fake) Zoho Projects, and a change made there comes back to the CRM task.
 
 The whole path is real except Zoho: the fake Zoho's CRM notifies the CRM connector over HTTP, which reads
@@ -58,7 +58,7 @@ async def connectors(env: HubEnv, stack: HubStack, fake: FakeZoho, zoho_url: str
     crm = CrmConnector(crm_settings, orgs={ORG: ZohoOrg.model_validate(org)})
     pm = PmConnector(pm_settings, orgs={ORG: ZohoOrg.model_validate(org)})
     crm_service, pm_service = build_crm(crm_settings, crm), build_pm(pm_settings, pm)
-    server = uvicorn.Server(uvicorn.Config(app_of(crm.routes()), host="127.0.0.1", port=port, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(app_of(crm.api().routes), host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="off"))
     async with running(crm_service), running(pm_service):
         task = asyncio.create_task(server.serve())
@@ -113,6 +113,10 @@ async def test_S12_S1_crm_task_to_projects_and_back_through_the_zoho_connectors(
                       record_id=acme["id"], project_id=project["id"])
         await stack.quiesce(SETTLE)
         say(f"2. integration enabled with portal {PORTAL}; project 'Acme rollout' associated with Acme")
+        # S13: the account got its client company in Zoho Projects through the PM connector, once
+        clients = [c for c in fake.pm["clients"].values() if c["name"] == "Acme"]
+        assert len(clients) == 1, f"expected Acme as one client company in Zoho Projects, got {list(fake.pm['clients'].values())}"
+        say(f"   S13: Acme -> Zoho Projects client company {clients[0]['id']}")
 
         # S12: Ada saves a task on Acme in Zoho CRM with "add to the PM tool"; Zoho notifies the connector
         crm_task = fake.ui_crm("Tasks", {"Subject": "Site survey", "What_Id": {"id": acme["id"]}, "$se_module": "Accounts",

@@ -99,6 +99,44 @@ async def test_missed_notification_is_recovered_by_the_poll(hub_env: HubEnv, kaf
         assert cursor["modified_since"] >= datetime.fromisoformat(deal["Modified_Time"]) - timedelta(milliseconds=1)
 
 
+async def test_deletions_come_by_notification_and_a_lost_one_by_the_deleted_records_poll(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    async with crm_connector(hub_env) as crm:
+        seen = Seen(kafka_probe, await kafka_probe.reader(topics.CRM_INGEST))
+        await crm.connector.renew_channels()
+        await crm.connector.poll(ORG)  # sets the cursors
+        acme = crm.fake.ui_crm("Accounts", {"Account_Name": "Acme"})
+        globex = crm.fake.ui_crm("Accounts", {"Account_Name": "Globex"})
+        await seen.until(lambda rs: len(of_type(rs, "crm.account.upserted")) == 2)
+        crm.fake.ui_crm_delete("Accounts", acme["id"])  # notified (operation: delete)
+        records = await seen.until(lambda rs: len(of_type(rs, "crm.account.deleted")) == 1)
+        first = of_type(records, "crm.account.deleted")[0]
+        assert (first.payload.id, first.payload.version) == (acme["id"], 2)
+        crm.fake.limits.drop_notifications = 1
+        crm.fake.ui_crm_delete("Accounts", globex["id"])  # the notification is lost
+        await crm.fake.drain()
+        assert [n["ids"] for n in crm.fake.notifications_dropped] == [[globex["id"]]]
+        await crm.connector.poll(ORG)  # reads Accounts/deleted: both deletions, the first one again
+        records = await seen.until(lambda rs: {e.payload.id for e in of_type(rs, "crm.account.deleted")} == {acme["id"], globex["id"]})
+        deleted = {e.event_id: e.payload.id for e in of_type(records, "crm.account.deleted")}
+        assert sorted(deleted.values()) == sorted([acme["id"], globex["id"]]), "the first deletion again is the same event"
+        assert any(c[1] == "/crm/v7/Accounts/deleted" for c in crm.fake.calls)
+
+
+async def test_a_task_the_hub_created_is_its_echo_even_when_the_notification_comes_first(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """Zoho notifies as soon as the connector's insert went through, before the handler publishes the echo: the
+    task's Hub_Command_Id makes that first sight the hub's own echo, not a person's task to mirror back."""
+    async with crm_connector(hub_env) as crm:
+        seen = Seen(kafka_probe, await kafka_probe.reader(topics.CRM_INGEST))
+        await crm.connector.renew_channels()
+        account = crm.fake.ui_crm("Accounts", {"Account_Name": "Acme"})
+        command_id = uuid.uuid4()
+        task = crm.fake.ui_crm("Tasks", {"Subject": "Mirrored", "What_Id": {"id": account["id"]}, "$se_module": "Accounts",
+                                         "Created_By": {"id": "u-1"}, "Hub_Command_Id": str(command_id)})
+        records = await seen.until(lambda rs: len(of_type(rs, "crm.task.upserted")) == 1)
+        ev = of_type(records, "crm.task.upserted")[0]
+        assert (ev.payload.id, ev.payload.command_id) == (task["id"], command_id)
+
+
 async def test_channel_is_renewed_before_it_lapses(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
     async with crm_connector(hub_env, HUB_CRM_CONNECTOR_CHANNEL_TTL_SECONDS="7200",
                              HUB_CRM_CONNECTOR_RENEW_BEFORE_SECONDS="600") as crm:

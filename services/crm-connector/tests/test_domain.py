@@ -43,7 +43,8 @@ def test_commands_become_zoho_fields() -> None:
     create = cmd.CrmTaskCreate(command_id=uuid.uuid4(), hub_task_id=uuid.uuid4(), record_type="contact", record_id="c1",
                                subject="S", priority="medium", status="open", due_date=date(2027, 1, 2))
     assert domain.task_create_fields(create) == {"Subject": "S", "Due_Date": "2027-01-02", "Priority": "Normal",
-                                                 "Status": "Not Started", "Who_Id": {"id": "c1"}}
+                                                 "Status": "Not Started", "Who_Id": {"id": "c1"},
+                                                 "Hub_Command_Id": str(create.command_id)}
     update = cmd.CrmTaskUpdate(command_id=uuid.uuid4(), hub_task_id=uuid.uuid4(), task_id="t1", base_version=1,
                                changes=[TitleChange(field="title", value="New"), StatusChange(field="status", value="closed"),
                                         DueDateChange(field="due_date", value=None)])

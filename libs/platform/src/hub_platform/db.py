@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -66,9 +67,13 @@ def dbmate_url(dsn: str, schema: str) -> str:
     return urlunsplit(("postgres", parts.netloc, parts.path, urlencode(query), ""))
 
 
-def migrate(dsn: str, schema: str, service_migrations: Path | None) -> str:
-    """Apply the platform's and the service's migrations into `schema` (idempotent, replica-safe)."""
-    dirs = [PLATFORM_MIGRATIONS] + ([service_migrations] if service_migrations else [])
+def migrate(dsn: str, schema: str, service_migrations: Path | Sequence[Path] | None) -> str:
+    """Apply the platform's and the service's migrations into `schema` (idempotent, replica-safe).
+
+    A service may name several folders (the Zoho connectors share theirs in hub_zoho): dbmate applies
+    them as one list ordered by version, so versions must be unique across them."""
+    extra = [] if service_migrations is None else [service_migrations] if isinstance(service_migrations, Path) else list(service_migrations)
+    dirs = [PLATFORM_MIGRATIONS, *extra]
     cmd = [_dbmate_binary(), "--url", dbmate_url(dsn, schema), "--no-dump-schema", "--migration-lock",
            "--migrations-table", f"{schema}.schema_migrations"]
     for d in dirs:
@@ -80,5 +85,5 @@ def migrate(dsn: str, schema: str, service_migrations: Path | None) -> str:
     return proc.stdout
 
 
-async def migrate_async(dsn: str, schema: str, service_migrations: Path | None) -> str:
+async def migrate_async(dsn: str, schema: str, service_migrations: Path | Sequence[Path] | None) -> str:
     return await asyncio.to_thread(migrate, dsn, schema, service_migrations)

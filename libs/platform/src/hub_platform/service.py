@@ -115,7 +115,7 @@ class HubService:
         router: Router,
         *,
         subscribe: Sequence[str],
-        migrations: Path | None,
+        migrations: Path | Sequence[Path] | None,
         api: Callable[[HubService], HubApi] | None = None,
         title: str = "",
         on_started: Sequence[Callable[[HubService], Awaitable[None]]] = (),

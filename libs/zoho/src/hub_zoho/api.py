@@ -160,8 +160,10 @@ class ZohoApi:
             raise Transient(f"HTTP {resp.status_code}")
         if resp.status_code >= 400 and not _has_items(resp):
             body = _json(resp)
-            raise ZohoError(resp.status_code, str(body.get("code", "ERROR")), str(body.get("message", resp.text[:300])),
-                            body.get("details"))
+            projects_error = body.get("error") if isinstance(body.get("error"), dict) else {}  # Projects: {"error": {"title"}}
+            raise ZohoError(resp.status_code, str(body.get("code", "ERROR")),
+                            str(body.get("message") or projects_error.get("title") or resp.text[:300]),
+                            body.get("details") or projects_error.get("details"))
         return resp
 
 

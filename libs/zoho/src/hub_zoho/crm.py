@@ -18,10 +18,19 @@ PER_PAGE = 200
 class Page:
     records: list[dict[str, Any]]
     more: bool
+    next_token: str | None = None  # v5+: `info.next_page_token`, the only way past the first 2,000 records
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _page(resp: Any) -> Page:
+    if resp.status_code in (204, 304):
+        return Page([], False)
+    body = resp.json()
+    info = body.get("info", {})
+    return Page(body.get("data", []), bool(info.get("more_records")), info.get("next_page_token"))
 
 
 class CrmClient:
@@ -42,23 +51,44 @@ class CrmClient:
             out.extend(resp.json().get("data", []))
         return out
 
-    async def modified_since(self, module: str, since: datetime | None, page: int = 1,
-                             fields: Sequence[str] = ()) -> Page:
-        """One page of the module's records modified after `since`, oldest first."""
-        params: dict[str, Any] = {"page": page, "per_page": PER_PAGE, "sort_by": "Modified_Time", "sort_order": "asc"}
+    @staticmethod
+    def _since(since: datetime | None) -> dict[str, str] | None:
+        return {"If-Modified-Since": since.isoformat(timespec="seconds")} if since else None
+
+    async def modified_since(self, module: str, since: datetime | None, page: int = 1, fields: Sequence[str] = (),
+                             page_token: str | None = None) -> Page:
+        """One page of the module's records modified after `since`, oldest first: page `page`, or the page
+        `page_token` (from the previous page's `next_token`) names, which Zoho requires past 2,000 records."""
+        params: dict[str, Any] = {"per_page": PER_PAGE, "sort_by": "Modified_Time", "sort_order": "asc"}
+        if page_token:
+            params["page_token"] = page_token
+        else:
+            params["page"] = page
         if fields:
             params["fields"] = ",".join(fields)
-        headers = {"If-Modified-Since": since.isoformat(timespec="seconds")} if since else None
-        resp = await self.api.request("GET", f"{self.base}/{module}", params=params, headers=headers)
-        if resp.status_code in (204, 304):
-            return Page([], False)
-        body = resp.json()
-        return Page(body.get("data", []), bool(body.get("info", {}).get("more_records")))
+        return _page(await self.api.request("GET", f"{self.base}/{module}", params=params, headers=self._since(since)))
 
     async def pages(self, module: str, since: datetime | None, fields: Sequence[str] = ()) -> AsyncIterator[Page]:
+        """Every page, by page token where Zoho gives one (v5+), else by page number (older versions)."""
+        page, token = 1, None
+        while True:
+            got = await self.modified_since(module, since, page, fields, token)
+            yield got
+            if not got.more:
+                return
+            page, token = page + 1, got.next_token
+
+    async def deleted(self, module: str, since: datetime | None, page: int = 1) -> Page:
+        """One page of the module's deleted records (`GET /crm/{v}/{module}/deleted`: id, deleted_time, type)
+        deleted after `since`: what a lost delete notification left out."""
+        resp = await self.api.request("GET", f"{self.base}/{module}/deleted", params={"type": "all", "page": page, "per_page": PER_PAGE},
+                                      headers=self._since(since))
+        return _page(resp)
+
+    async def deleted_pages(self, module: str, since: datetime | None) -> AsyncIterator[Page]:
         page = 1
         while True:
-            got = await self.modified_since(module, since, page, fields)
+            got = await self.deleted(module, since, page)
             yield got
             if not got.more:
                 return

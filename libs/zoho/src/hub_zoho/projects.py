@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from hub_zoho.api import ItemResult, ZohoApi, item_results
+from hub_zoho.api import ItemResult, ZohoApi, ZohoError, item_results
 
 PER_PAGE = 100
 
@@ -60,7 +60,12 @@ class ProjectsClient:
         return self._list(portal_id, "clients", "clients", None)
 
     async def get_task(self, portal_id: str, project_id: str, task_id: str) -> dict[str, Any] | None:
-        resp = await self.api.request("GET", self.url(portal_id, f"projects/{project_id}/tasks/{task_id}"))
+        try:
+            resp = await self.api.request("GET", self.url(portal_id, f"projects/{project_id}/tasks/{task_id}"))
+        except ZohoError as exc:
+            if exc.status == 404:
+                return None
+            raise
         tasks = resp.json().get("tasks", []) if resp.status_code != 204 else []
         return tasks[0] if tasks else None
 
@@ -74,6 +79,41 @@ class ProjectsClient:
 
     async def delete_task(self, portal_id: str, project_id: str, task_id: str) -> None:
         await self.api.request("DELETE", self.url(portal_id, f"projects/{project_id}/tasks/{task_id}"))
+
+    # -- projects, project groups, clients, users (portal and client users) -----------------------------
+
+    async def get(self, portal_id: str, kind: str, record_id: str) -> dict[str, Any] | None:
+        """One project, projectgroup, client or user as Projects has it now; None when it is gone."""
+        try:
+            resp = await self.api.request("GET", self.url(portal_id, f"{kind}/{record_id}"))
+        except ZohoError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        rows = resp.json().get(kind, []) if resp.status_code != 204 else []
+        return rows[0] if rows else None
+
+    async def create(self, portal_id: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        resp = await self.api.request("POST", self.url(portal_id, kind), json=fields)
+        return resp.json()[kind][0]
+
+    async def update(self, portal_id: str, kind: str, record_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        resp = await self.api.request("PATCH", self.url(portal_id, f"{kind}/{record_id}"), json=fields)
+        return resp.json()[kind][0]
+
+    async def add_project_members(self, portal_id: str, project_id: str, members: str,
+                                  items: list[dict[str, Any]]) -> list[ItemResult]:
+        """Add portal users (`members="users"`) or client users (`"clients"`) to a project; 207 when only some went in."""
+        key = "users" if members == "users" else "client_users"
+        resp = await self.api.request("POST", self.url(portal_id, f"projects/{project_id}/{members}"), json={key: items})
+        return item_results(resp, members)
+
+    async def ids(self, portal_id: str, kind: str) -> set[str]:
+        """Every id of a kind in the portal now (the poll's deletion sweep: Projects has no deleted-records list)."""
+        out: set[str] = set()
+        async for page in self._list(portal_id, kind, kind, None):
+            out.update(str(r["id"]) for r in page)
+        return out
 
     async def update_tasks(self, portal_id: str, project_id: str, tasks: list[dict[str, Any]]) -> list[ItemResult]:
         """Several tasks in one call; Zoho answers 207 when only some went through."""

@@ -8,16 +8,26 @@ command again after an interruption and it goes on where it stopped (`--restart`
 
 It needs the connectors' databases (same HUB_* settings as the connectors) and publishes with its own outbox
 relay, or lets the running connector's relay publish; it returns when its outbox is empty.
+
+Each connector has its own database role and Kafka principal, so each side reads its own settings:
+`--crm-env FILE` / `--pm-env FILE` name dotenv files of that connector's HUB_* variables (its HUB_DB__URL,
+HUB_KAFKA__SASL_*, HUB_ZOHO_ORGS ...), laid over the process environment while that side runs. One side
+may take the process environment alone; `--side both` needs both files, so the PM side never runs with
+the CRM connector's credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import types
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import click
+from dotenv import dotenv_values
 
 from hub_platform import db
 from hub_platform.outbox import OutboxRelay
@@ -63,18 +73,39 @@ async def _drain(pool: Any, relay: OutboxRelay) -> None:
     await pool.close()
 
 
-async def backfill(org_id: str, since: datetime | None, side: str, restart: bool) -> dict[str, int]:
+@contextlib.contextmanager
+def side_environment(env_file: str | None) -> Iterator[None]:
+    """The process environment with the side's dotenv file laid over it (restored after)."""
+    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file else {}
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+async def backfill(org_id: str, since: datetime | None, side: str, restart: bool, *, crm_env: str | None = None,
+                   pm_env: str | None = None) -> dict[str, int]:
     out: dict[str, int] = {}
+    if side == "both" and not (crm_env and pm_env):
+        raise click.UsageError("--side both needs --crm-env and --pm-env: each connector has its own database role and "
+                               "Kafka principal (a file of its HUB_* variables each)")
     if side in ("crm", "both"):
         from hub_crm_connector.ingress import Connector
         from hub_crm_connector.main import MIGRATIONS
         from hub_crm_connector.settings import CrmConnectorSettings
 
-        s = CrmConnectorSettings()
-        crm = Connector(s)
+        with side_environment(crm_env):
+            s = CrmConnectorSettings()
+            crm = Connector(s)
         crm.service_migrations = MIGRATIONS  # type: ignore[attr-defined]
         if org_id not in crm.orgs:
-            raise click.ClickException(f"no Zoho credentials for org {org_id} (HUB_ZOHO_ORGS or HUB_CRM_CONNECTOR_ORGS_FILE)")
+            raise click.ClickException(f"no Zoho credentials for org {org_id} (HUB_ZOHO_ORGS or HUB_ZOHO_ORGS_FILE)")
         pool, relay = await _attached(s, crm)
         try:
             crm_progress = Progress("crm")
@@ -88,11 +119,12 @@ async def backfill(org_id: str, since: datetime | None, side: str, restart: bool
         from hub_pm_connector.main import MIGRATIONS as PM_MIGRATIONS
         from hub_pm_connector.settings import PmConnectorSettings
 
-        ps = PmConnectorSettings()
-        pm = PmConnector(ps)
+        with side_environment(pm_env):
+            ps = PmConnectorSettings()
+            pm = PmConnector(ps)
         pm.service_migrations = PM_MIGRATIONS  # type: ignore[attr-defined]
         if org_id not in pm.orgs:
-            raise click.ClickException(f"no Zoho credentials for org {org_id} (HUB_ZOHO_ORGS or HUB_PM_CONNECTOR_ORGS_FILE)")
+            raise click.ClickException(f"no Zoho credentials for org {org_id} (HUB_ZOHO_ORGS or HUB_ZOHO_ORGS_FILE)")
         pool, relay = await _attached(ps, pm)
         try:
             if restart:
@@ -125,10 +157,14 @@ def cli_group() -> None:
               help="Only records modified after this (default: all).")
 @click.option("--side", type=click.Choice(["crm", "pm", "both"]), default="both", show_default=True)
 @click.option("--restart", is_flag=True, help="Forget the saved cursor and start over.")
-def backfill_command(org_id: str, since: datetime | None, side: str, restart: bool) -> None:
+@click.option("--crm-env", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="dotenv file of the CRM connector's HUB_* settings (its database role, Kafka principal, orgs).")
+@click.option("--pm-env", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="dotenv file of the PM connector's HUB_* settings.")
+def backfill_command(org_id: str, since: datetime | None, side: str, restart: bool, crm_env: str | None, pm_env: str | None) -> None:
     """Page every module of ORG into the ingest topics (resumable)."""
     when = since.replace(tzinfo=UTC) if since else None
-    counts = asyncio.run(backfill(org_id, when, side, restart))
+    counts = asyncio.run(backfill(org_id, when, side, restart, crm_env=crm_env, pm_env=pm_env))
     click.echo(f"backfill of {org_id} done: " + ", ".join(f"{k} {v} records published" for k, v in counts.items()), err=True)
 
 

@@ -1,8 +1,10 @@
 """Zoho CRM records <-> the hub's crm.* events and commands: pure functions, no I/O.
 
-Field names are Zoho's API names. Three custom fields carry what Zoho's Tasks module has no place for:
-`Hub_Add_To_PM` (checkbox: "save and add to the PM tool", S12), `Hub_PM_Project_Id` and
-`Hub_Parent_Task_Id`; create them in the org (Setup > Modules > Tasks) before enabling the connector.
+Field names are Zoho's API names. Custom fields carry what Zoho's Tasks module has no place for:
+`Hub_Add_To_PM` (checkbox: "save and add to the PM tool", S12), `Hub_PM_Project_Id`, `Hub_Parent_Task_Id`
+and `Hub_Command_Id` (the hub command that created the task or note: its first sight by a notification is
+then the hub's own echo, not a person's task to mirror back); create them in the org (Setup > Modules >
+Tasks, Notes) before enabling the connector.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ def task_create_fields(c: cmd.CrmTaskCreate) -> dict[str, Any]:
     fields: dict[str, Any] = {"Subject": c.subject, "Description": c.description,
                               "Due_Date": c.due_date.isoformat() if c.due_date else None,
                               "Priority": PRIORITY_OUT[c.priority], "Status": CLOSED if c.status == "closed" else "Not Started",
-                              "Hub_Parent_Task_Id": c.parent_task_id}
+                              "Hub_Parent_Task_Id": c.parent_task_id, "Hub_Command_Id": str(c.command_id)}
     if c.record_type == "contact":
         fields["Who_Id"] = {"id": c.record_id}
     else:
@@ -199,7 +201,8 @@ def task_update_fields(c: cmd.CrmTaskUpdate) -> dict[str, Any]:
 def note_fields(c: cmd.CrmNoteAdd) -> dict[str, Any]:
     module = MODULE_OF_RECORD_TYPE[c.record_type]
     return {"Note_Title": c.title or f"{c.author_name} (PM comment)", "Note_Content": c.body,
-            "Parent_Id": {"module": {"api_name": module}, "id": c.record_id}, "$se_module": module}
+            "Parent_Id": {"module": {"api_name": module}, "id": c.record_id}, "$se_module": module,
+            "Hub_Command_Id": str(c.command_id)}
 
 
 def rejection_code(zoho_code: str) -> str:

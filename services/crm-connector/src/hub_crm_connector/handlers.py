@@ -20,6 +20,8 @@ from hub_platform.consumer import HandlerContext, Router
 from hub_schema import Event, Payload
 from hub_schema.events import commands as cmd
 from hub_schema.events.crm import CrmCommandRejected
+from hub_schema.registry import all_events
+from hub_schema.topics import CRM_COMMANDS
 from hub_zoho import state
 from hub_zoho.api import ItemResult, ZohoError
 
@@ -99,5 +101,7 @@ def make_router(connector: Connector) -> Router:
                                      module=module, record_id=record_id, outcome="applied")
         await echo(record_id, deleted=command_type == "crm.task.delete")
 
+    types = {m.EVENT_TYPE for m in all_events().values() if m.TOPIC == CRM_COMMANDS}
+    assert types == set(MODULE_OF_COMMAND), f"crm.commands without a handler: {sorted(types - set(MODULE_OF_COMMAND))}"
     router.on(*MODULE_OF_COMMAND)(handle)
     return router

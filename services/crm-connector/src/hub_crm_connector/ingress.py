@@ -24,19 +24,16 @@ from starlette.routing import BaseRoute
 from hub_crm_connector import domain, storage
 from hub_crm_connector.settings import CrmConnectorSettings
 from hub_platform import metrics
-from hub_platform.emit import Emitter
 from hub_platform.http import Body, HttpError, HubApi, UpstreamSecretAuth
 from hub_platform.logs import get_logger
 from hub_schema import Payload
-from hub_schema.topics import TopicNames
-from hub_zoho.api import ZohoApi
+from hub_zoho.api import ZohoError
 from hub_zoho.crm import CrmClient
 from hub_zoho import state
-from hub_zoho.orgs import ZohoOrg, load_orgs
+from hub_zoho.orgs import ZohoOrg
+from hub_zoho.service import Emit, ZohoConnector
 
 log = get_logger(__name__)
-
-Emit = Callable[[Payload, str, uuid.UUID], Awaitable[Any]]
 
 REFUSED_NOTIFICATIONS = metrics.Counter(
     "hub_connector_notifications_refused_total", "Notifications refused because their token was wrong (treated as attacks)",
@@ -48,30 +45,16 @@ def channel_id_of(org_id: str) -> int:
     return uuid.uuid5(state.EVENT_NAMESPACE, f"channel/{org_id}").int % (2**53 - 1) + 1
 
 
-class Connector:
-    """The CRM connector's state: the orgs, one ZohoApi (token cache, limiter) per org, the service's pool."""
+class Connector(ZohoConnector):
+    """The CRM connector's state: the orgs, one ZohoApi (token cache, limiter) and CrmClient per org, the service."""
+
+    origin = "crm"
 
     def __init__(self, settings: CrmConnectorSettings, orgs: dict[str, ZohoOrg] | None = None,
                  http: httpx.AsyncClient | None = None) -> None:
-        self.settings = settings
-        self.orgs = orgs if orgs is not None else load_orgs(
-            settings.crm_connector_orgs_file, settings.zoho_orgs.get_secret_value() if settings.zoho_orgs else "")
-        self.apis = {org_id: ZohoApi(org, http) for org_id, org in self.orgs.items()}
+        super().__init__(settings, orgs, http)
+        self.settings: CrmConnectorSettings = settings
         self.crm = {org_id: CrmClient(api) for org_id, api in self.apis.items()}
-        self.topics = TopicNames(settings.kafka.topic_prefix)
-        self.service: Any = None
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        assert self.service is not None and self.service.pool is not None, "start the connector first"
-        return self.service.pool
-
-    def outbox_emitter(self, conn: asyncpg.Connection, org_id: str) -> Emit:
-        out = Emitter(conn, producer=self.settings.service_name, topics=self.topics, origin="crm")
-
-        async def emit(payload: Payload, entity_key: str, event_id: uuid.UUID) -> None:
-            await out.emit(payload, org_id=org_id, entity_key=entity_key, event_id=event_id)
-        return emit
 
     # -- the one path every change takes ------------------------------------------------------------
 
@@ -90,7 +73,8 @@ class Connector:
             except domain.NotPublished as exc:
                 log.info("zoho record not published", org_id=org_id, module=module, record_id=record_id, why=str(exc))
                 return None
-        got = await storage.version_of(conn, org_id, module, record_id, fields, command_id)
+        got = await storage.version_of(conn, org_id, module, record_id, fields, command_id,
+                                       created_by=state.command_marker((rec or {}).get("Hub_Command_Id")))
         if got is None:
             return None  # a deletion of a record never published
         version, cid = got
@@ -204,6 +188,27 @@ class Connector:
                     published += await self.ingest(org_id, module, [str(r["id"]) for r in page.records], records=page.records)
                     newest = max([newest, *(domain.zoho_time(r.get("Modified_Time")) for r in page.records)])
             await storage.save_cursor(self.pool, org_id, "poll", module, newest)
+        return published + await self.poll_deleted(org_id)
+
+    async def poll_deleted(self, org_id: str) -> int:
+        """Publish the deletions since the stored cursor (`GET /crm/{v}/{module}/deleted`): a lost delete
+        notification is caught like a lost change. A deletion already published is the same event again."""
+        published = 0
+        overlap = timedelta(seconds=self.settings.crm_connector_poll_overlap_seconds)
+        for module in self.settings.crm_connector_modules:
+            if domain.KINDS[module].deleted is None:
+                continue
+            cur = await storage.cursor(self.pool, org_id, "poll-deleted", module)
+            if cur is None:
+                await storage.save_cursor(self.pool, org_id, "poll-deleted", module, datetime.now(UTC) - overlap)
+                continue
+            since = cur["modified_since"]
+            newest = since
+            async for page in self.crm[org_id].deleted_pages(module, since - overlap if since else None):
+                if page.records:
+                    published += await self.ingest(org_id, module, [str(r["id"]) for r in page.records], deleted=True)
+                    newest = max([newest, *(domain.zoho_time(r.get("deleted_time")) for r in page.records)])
+            await storage.save_cursor(self.pool, org_id, "poll-deleted", module, newest)
         return published
 
     # -- users and the org (no notifications: read each poll and backfill) ----------------------------
@@ -232,16 +237,26 @@ class Connector:
             if cur is not None and cur["done"]:
                 continue
             page_no = cur["page"] if cur is not None else 1
+            token = cur["page_token"] if cur is not None else None
             while True:
-                page = await self.crm[org_id].modified_since(module, since, page_no)
+                try:
+                    page = await self.crm[org_id].modified_since(module, since, page_no, page_token=token)
+                except ZohoError as exc:
+                    if token is None or exc.code != "INVALID_DATA":
+                        raise
+                    # the saved page token expired (they live a day): read the module again (same events)
+                    log.warning("backfill page token expired, the module is read again", org_id=org_id, module=module)
+                    page_no, token = 1, None
+                    continue
                 if page.records:
                     published += await self.ingest(org_id, module, [str(r["id"]) for r in page.records], records=page.records)
-                await storage.save_cursor(self.pool, org_id, "backfill", module, since, page_no + 1, done=not page.more)
+                await storage.save_cursor(self.pool, org_id, "backfill", module, since, page_no + 1, done=not page.more,
+                                          page_token=page.next_token)
                 if progress:
                     progress(module, page_no, len(page.records))
                 if not page.more:
                     break
-                page_no += 1
+                page_no, token = page_no + 1, page.next_token
         return published
 
     # -- background jobs (HubService.background) ---------------------------------------------------
@@ -265,7 +280,3 @@ class Connector:
             except Exception as exc:  # Zoho or the database away: try again next round
                 log.warning(f"{what} failed, trying again", error=repr(exc))
             await asyncio.sleep(every)
-
-    async def aclose(self) -> None:
-        for api in self.apis.values():
-            await api.aclose()

@@ -11,29 +11,19 @@ from typing import Any
 from hub_crm_connector.handlers import make_router
 from hub_crm_connector.ingress import Connector
 from hub_crm_connector.settings import CrmConnectorSettings
-from hub_platform import db
 from hub_platform.service import HubService
 from hub_schema import topics
-from hub_schema.registry import all_events
+from hub_zoho.service import build_service, connector_migrations
 
-MIGRATIONS = db.service_migrations(__file__, "hub_crm_connector")
+MIGRATIONS = connector_migrations(__file__)
 
 
 def build(settings: CrmConnectorSettings | None = None, connector: Connector | None = None) -> HubService:
     settings = settings or CrmConnectorSettings()
     connector = connector or Connector(settings)
-    service = HubService(
-        settings, make_router(connector),
-        subscribe=[topics.CRM_COMMANDS],
-        migrations=MIGRATIONS,
-        api=connector.api,
-        background=[connector.renewal_loop, connector.poll_loop],
-        emits=[m for m in all_events().values() if m.TOPIC == topics.CRM_INGEST],
-        title="hub CRM connector (Zoho CRM)",
-    )
-    connector.service = service
-    service.connector = connector  # type: ignore[attr-defined]
-    return service
+    return build_service(settings, connector, make_router(connector), main_file=__file__, commands_topic=topics.CRM_COMMANDS,
+                         ingest_topic=topics.CRM_INGEST, background=[connector.renewal_loop, connector.poll_loop],
+                         title="hub CRM connector (Zoho CRM)")
 
 
 def main(argv: Any = None) -> None:

@@ -1,24 +1,21 @@
 """CRM connector settings (HUB_ prefix like every process; HUB_CRM_CONNECTOR_* for its own).
 
-Credentials are not settings: they come per org from `HUB_ZOHO_ORGS` (JSON) or the secrets file named by
-`HUB_CRM_CONNECTOR_ORGS_FILE` (see hub_zoho.orgs) and are never logged.
+What both connectors read (HUB_ZOHO_ORGS / HUB_ZOHO_ORGS_FILE, the schema) is hub_zoho.service's.
 """
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from hub_platform.settings import ServiceSettings
+from hub_zoho.service import ZohoConnectorSettings
 
 MODULES = ("Accounts", "Contacts", "Deals", "Leads", "Tasks", "Notes")
 
 
-class CrmConnectorSettings(ServiceSettings):
+class CrmConnectorSettings(ZohoConnectorSettings):
     service_name: str = "crm-connector"
     """Its Kafka principal and consumer group (`hub_platform.kafka_acls`); the database schema is `crm_connector`."""
     http_port: int = 8091
-    zoho_orgs: SecretStr | None = Field(None, description="The orgs' Zoho credentials as JSON (HUB_ZOHO_ORGS; see hub_zoho.orgs).")
-    crm_connector_orgs_file: str | None = Field(None, description="JSON secrets file of the orgs (HUB_CRM_CONNECTOR_ORGS_FILE).")
     crm_connector_public_url: str = Field(
         "http://127.0.0.1:8091", description="Where Zoho reaches this connector; notifications go to {url}/zoho/crm/notify/{org_id}.")
     crm_connector_modules: list[str] = Field(list(MODULES), description="CRM modules watched, polled and backfilled.")
@@ -32,7 +29,3 @@ class CrmConnectorSettings(ServiceSettings):
     crm_connector_poll_overlap_seconds: float = Field(
         2.0, ge=0, description="The poll re-reads this much before its cursor (Zoho's times have second resolution).")
 
-    @property
-    def schema(self) -> str:
-        """A PostgreSQL schema name without the hyphen of the service name (`HUB_DB__SCHEMA_NAME` still wins)."""
-        return self.db.schema_name or "crm_connector"

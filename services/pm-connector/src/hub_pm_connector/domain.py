@@ -1,7 +1,9 @@
 """Zoho Projects v3 records <-> the hub's pm.* events and commands: pure functions, no I/O.
 
 `add_to_crm` on a task is the integration's "add to CRM" flag (S5); in Zoho Projects it is a task custom
-field of that name (Setup > Task custom fields), which the portal needs before the connector is enabled.
+field of that name (Setup > Task custom fields), which the portal needs before the connector is enabled,
+like `hub_command_id` (the hub command that created the task: the poll that sees it first publishes it as
+the hub's own echo, not as a person's task to mirror back).
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from hub_schema.events import pm
 from hub_schema.events.common import Versioned
 
 UPSERTED: dict[str, type[Versioned]] = {
-    "portals": pm.PmPortalUpserted, "users": pm.PmPortalUserUpserted, "clients": pm.PmClientCompanyUpserted,
-    "projects": pm.PmProjectUpserted, "tasks": pm.PmTaskUpserted, "comments": pm.PmCommentAdded,
+    "portals": pm.PmPortalUpserted, "users": pm.PmPortalUserUpserted, "client_users": pm.PmClientUserUpserted,
+    "clients": pm.PmClientCompanyUpserted, "projectgroups": pm.PmProjectGroupUpserted, "projects": pm.PmProjectUpserted,
+    "tasks": pm.PmTaskUpserted, "comments": pm.PmCommentAdded,
 }
 DELETED: dict[str, type[Versioned]] = {"tasks": pm.PmTaskDeleted, "projects": pm.PmProjectDeleted,
-                                       "clients": pm.PmClientCompanyDeleted, "users": pm.PmPortalUserRemoved}
-ENTITY = {"portals": "portal", "users": "portal_user", "clients": "client_company", "projects": "project", "tasks": "task",
-          "comments": "comment"}
+                                       "clients": pm.PmClientCompanyDeleted, "users": pm.PmPortalUserRemoved,
+                                       "client_users": pm.PmClientUserRemoved, "projectgroups": pm.PmProjectGroupDeleted}
+ENTITY = {"portals": "portal", "users": "portal_user", "client_users": "client_user", "clients": "client_company",
+          "projectgroups": "project_group", "projects": "project", "tasks": "task", "comments": "comment"}
 ROLES = {"administrator": "admin", "admin": "admin", "manager": "manager", "employee": "employee", "contractor": "contractor"}
 PROJECT_STATUS = {"active": "active", "completed": "completed", "on hold": "on_hold", "onhold": "on_hold", "archived": "archived"}
 PRIORITY_OUT = {"none": "None", "low": "Low", "medium": "Medium", "high": "High"}
@@ -52,8 +56,28 @@ def zoho_time(value: str | None) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def kind_of(kind: str, rec: dict[str, Any] | None) -> str:
+    """Projects lists portal and client users together (`user_type`); the hub has an event for each."""
+    if kind == "users" and rec is not None and rec.get("user_type") == "client":
+        return "client_users"
+    return kind
+
+
+def scope(portal_id: str, kind: str, project_id: str | None = None) -> str:
+    """The `module` of a Projects record in the connector's record_state: a task's includes its project, so
+    the deletion sweep can say which project a vanished task was in."""
+    if kind == "tasks":
+        return f"{portal_id}/{project_id}/tasks"
+    return f"{portal_id}/{kind}"
+
+
 def record_fields(kind: str, portal_id: str, rec: dict[str, Any]) -> dict[str, Any]:
     rid = str(rec["id"])
+    if kind == "client_users":
+        return {"portal_id": portal_id, "id": _zpuid(rec) or rid, "email": rec.get("email"), "name": rec.get("name"),
+                "client_company_id": _zpuid(rec.get("client_company"))}
+    if kind == "projectgroups":
+        return {"portal_id": portal_id, "id": rid, "name": rec.get("name")}
     if kind == "portals":
         return {"id": rid, "name": rec.get("name") or rec.get("portal_name"),
                 "plan": "free" if str(rec.get("plan", "")).lower() == "free" else "paid", "active": rec.get("active", True)}
@@ -100,7 +124,7 @@ def task_create_fields(c: cmd.PmTaskCreate) -> dict[str, Any]:
     fields: dict[str, Any] = {"name": c.title, "description": c.description, "end_date": c.due_date.isoformat() if c.due_date else None,
                               "priority": PRIORITY_OUT[c.priority], "status": {"name": "Closed" if c.status == "closed" else "Open",
                                                                                "is_closed_type": c.status == "closed"},
-                              "parent_task_id": c.parent_task_id, "add_to_crm": True}
+                              "parent_task_id": c.parent_task_id, "add_to_crm": True, "hub_command_id": str(c.command_id)}
     if c.owner_id:
         fields["owners_and_work"] = {"owners": [{"zpuid": c.owner_id}]}
     return {k: v for k, v in fields.items() if v is not None}
@@ -124,5 +148,66 @@ def task_update_fields(c: cmd.PmTaskUpdate) -> dict[str, Any]:
     return out
 
 
-def rejection_code(status: int) -> str:
+def rejection_code(status: int, users: bool = False) -> str:
+    """Projects' refusal as the hub's RejectionCode; a 409 on a user is its e-mail taken (S19)."""
+    if status == 409 and users:
+        return "duplicate_email"
     return {404: "not_found", 403: "permission_denied", 400: "invalid", 409: "version_conflict"}.get(status, "other")
+
+
+# --- projects, groups, clients, users ---------------------------------------------------------------
+
+
+def grant(g: cmd.ProjectUserGrant) -> dict[str, Any]:
+    return {"zpuid": g.user_id, "role": g.role, "permissions": list(g.permissions)}
+
+
+def project_create_fields(c: cmd.PmProjectCreate, *, group_id: str | None, client_company_ids: list[str],
+                          client_user_ids: list[str]) -> dict[str, Any]:
+    users = [grant(g) for g in c.users]
+    if c.owner_id and c.owner_id not in {g.user_id for g in c.users}:
+        users.append({"zpuid": c.owner_id, "role": "manager", "permissions": []})
+    owner = c.owner_id or (c.users[0].user_id if c.users else None)
+    fields: dict[str, Any] = {
+        "name": c.name, "description": c.description, "start_date": c.start_date.isoformat() if c.start_date else None,
+        "end_date": c.end_date.isoformat() if c.end_date else None, "custom_fields": dict(c.custom_fields),
+        "owner": {"zpuid": owner} if owner else None, "group": {"id": group_id} if group_id else None, "status": "active",
+        "users": users, "client_companies": [{"id": i} for i in dict.fromkeys(client_company_ids)],
+        "client_users": [{"id": i} for i in dict.fromkeys(client_user_ids)],
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def project_update_fields(c: cmd.PmProjectUpdate, project: dict[str, Any], group_id: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if c.name is not None:
+        out["name"] = c.name
+    if group_id is not None:
+        out["group"] = {"id": group_id}
+    if c.owner_id is not None:
+        out["owner"] = {"zpuid": c.owner_id}
+        members = list(project.get("users") or [])
+        if c.owner_id not in {_zpuid(u) for u in members}:
+            out["users"] = [*members, {"zpuid": c.owner_id, "role": "manager", "permissions": []}]
+    if c.custom_fields is not None:
+        out["custom_fields"] = {**(project.get("custom_fields") or {}), **c.custom_fields}
+    return out
+
+
+def client_user_fields(email: str, name: str, client_company_id: str) -> dict[str, Any]:
+    return {"email": email, "name": name, "user_type": "client", "client_company": {"id": client_company_id}}
+
+
+def portal_user_fields(c: cmd.PmPortalUserInvite) -> dict[str, Any]:
+    return {"email": c.email, "name": c.name, "user_type": "portal", "role": {"name": c.role}, "permissions": list(c.permissions)}
+
+
+def client_user_update_fields(c: cmd.PmClientUserUpdate) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if c.email is not None:
+        out["email"] = c.email
+    if c.name is not None:
+        out["name"] = c.name
+    if c.client_company_id is not None:
+        out["client_company"] = {"id": c.client_company_id}
+    return out

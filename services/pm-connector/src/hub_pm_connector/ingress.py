@@ -8,8 +8,9 @@ Versions and event ids work as in the CRM connector (hub_zoho.state): the same s
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,58 +18,47 @@ import asyncpg
 import httpx
 from pydantic import SecretStr
 from starlette.requests import Request
-from starlette.routing import BaseRoute
 
 from hub_platform import metrics
-from hub_platform.emit import Emitter
 from hub_platform.http import HubApi, UpstreamSecretAuth
 from hub_platform.logs import get_logger
 from hub_pm_connector import domain
-from hub_pm_connector.settings import KINDS, PmConnectorSettings
+from hub_pm_connector.settings import KINDS, SWEPT, PmConnectorSettings
 from hub_schema import Payload
-from hub_schema.topics import TopicNames
 from hub_zoho import state
-from hub_zoho.api import ZohoApi
-from hub_zoho.orgs import ZohoOrg, load_orgs
+from hub_zoho.orgs import ZohoOrg
+from hub_zoho.service import Emit, ZohoConnector
 from hub_zoho.projects import ProjectsClient
 
 log = get_logger(__name__)
-
-Emit = Callable[[Payload, str, uuid.UUID], Awaitable[Any]]
 
 REFUSED_WEBHOOKS = metrics.Counter(
     "hub_connector_webhooks_refused_total", "Projects webhook calls refused because their secret was wrong",
     ["connector"], registry=metrics.REGISTRY)
 
 
-class Connector:
+class Connector(ZohoConnector):
+    """The PM connector's state: the orgs, one ZohoApi and ProjectsClient per org, the service, the poll's wake-up."""
+
+    origin = "pm"
+
     def __init__(self, settings: PmConnectorSettings, orgs: dict[str, ZohoOrg] | None = None,
                  http: httpx.AsyncClient | None = None) -> None:
-        self.settings = settings
-        self.orgs = orgs if orgs is not None else load_orgs(
-            settings.pm_connector_orgs_file, settings.zoho_orgs.get_secret_value() if settings.zoho_orgs else "")
-        self.apis = {org_id: ZohoApi(org, http) for org_id, org in self.orgs.items()}
+        super().__init__(settings, orgs, http)
+        self.settings: PmConnectorSettings = settings
         self.projects = {org_id: ProjectsClient(api) for org_id, api in self.apis.items()}
-        self.topics = TopicNames(settings.kafka.topic_prefix)
-        self.service: Any = None
         self.poll_now = asyncio.Event()
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        assert self.service is not None and self.service.pool is not None, "start the connector first"
-        return self.service.pool
-
-    def outbox_emitter(self, conn: asyncpg.Connection, org_id: str) -> Emit:
-        out = Emitter(conn, producer=self.settings.service_name, topics=self.topics, origin="pm")
-
-        async def emit(payload: Payload, entity_key: str, event_id: uuid.UUID) -> None:
-            await out.emit(payload, org_id=org_id, entity_key=entity_key, event_id=event_id)
-        return emit
 
     async def observe(self, conn: asyncpg.Connection, org_id: str, portal_id: str, kind: str, record_id: str,
                       rec: dict[str, Any] | None, emit: Emit, command_id: uuid.UUID | None = None,
                       deleted_fields: dict[str, Any] | None = None) -> Payload | None:
-        """Publish the record's state if it is new (same state -> same version -> same event id)."""
+        """Publish the record's state if it is new (same state -> same version -> same event id).
+
+        `rec` None is a deletion (`deleted_fields` give what the delete event needs besides the id: the
+        portal, a task's project); `kind` is the list it came from ("users" covers client users too)."""
+        kind = domain.kind_of(kind, rec)
+        project_id = (rec or {}).get("project_id") or (deleted_fields or {}).get("project_id")
+        module = domain.scope(portal_id, kind, str(project_id) if project_id else None)
         if rec is None:
             if kind not in domain.DELETED or deleted_fields is None:
                 return None
@@ -81,17 +71,21 @@ class Connector:
             except domain.NotPublished as exc:
                 log.info("zoho projects record not published", org_id=org_id, kind=kind, record_id=record_id, why=str(exc))
                 return None
-        got = await state.version_of(conn, org_id, f"{portal_id}/{kind}", record_id, fields, command_id)
+        got = await state.version_of(conn, org_id, module, record_id, fields, command_id,
+                                     created_by=state.command_marker((rec or {}).get("hub_command_id")),
+                                     command_module="users" if kind == "client_users" else kind)
         if got is None:
             return None
         version, cid = got
         if fields is None:
-            payload: Payload = domain.DELETED[kind].model_validate(
-                {**(deleted_fields or {}), "id": record_id, "modified_at": datetime.now(UTC), "version": version, "command_id": cid})
+            model = domain.DELETED[kind]
+            known = {k: v for k, v in {"portal_id": portal_id, **(deleted_fields or {})}.items() if k in model.model_fields}
+            payload: Payload = model.model_validate(
+                {**known, "id": record_id, "modified_at": datetime.now(UTC), "version": version, "command_id": cid})
         else:
             payload = domain.upsert_payload(kind, fields, modified_at=domain.zoho_time(rec.get("last_modified_time")),  # type: ignore[union-attr]
                                             version=version, command_id=cid)
-        await emit(payload, f"{domain.ENTITY[kind]}:{record_id}", state.event_id(org_id, f"{portal_id}/{kind}", record_id, version))
+        await emit(payload, f"{domain.ENTITY[kind]}:{record_id}", state.event_id(org_id, module, record_id, version))
         return payload
 
     async def publish(self, org_id: str, portal_id: str, kind: str, records: list[dict[str, Any]]) -> int:
@@ -137,15 +131,51 @@ class Connector:
                 await state.save_cursor(self.pool, org_id, purpose, key, newest, done=purpose == "backfill")
         return published
 
+    # -- deletions ------------------------------------------------------------------------------------
+
+    async def sweep(self, org_id: str) -> int:
+        """Publish the deletions: Projects lists no deleted records, so the ids each portal has now are
+        compared with those the connector published and not yet saw deleted (a full id listing per kind)."""
+        client = self.projects[org_id]
+        published = 0
+        for portal_id in sorted(set(self.orgs[org_id].portal_ids)):
+            for kind in SWEPT:
+                present = await client.ids(portal_id, kind)
+                modules = [domain.scope(portal_id, k) for k in (("users", "client_users") if kind == "users" else (kind,))]
+                rows = await self.pool.fetch(
+                    """SELECT module, record_id FROM record_state
+                       WHERE org_id = $1 AND NOT deleted AND (module = ANY($2) OR ($3 AND module LIKE $4 || '/%/tasks'))""",
+                    org_id, modules, kind == "tasks", portal_id)
+                gone = [r for r in rows if r["record_id"] not in present]
+                if not gone:
+                    continue
+                async with self.pool.acquire() as conn, conn.transaction():
+                    emit = self.outbox_emitter(conn, org_id)
+                    for row in gone:
+                        parts = row["module"].split("/")
+                        was = parts[-1]
+                        extra = {"project_id": parts[1]} if was == "tasks" else {}
+                        if await self.observe(conn, org_id, portal_id, was, row["record_id"], None, emit,
+                                              deleted_fields=extra) is not None:
+                            published += 1
+                self.service.relay.wake()
+        return published
+
     async def poll_loop(self, service: Any) -> None:
+        last_sweep = 0.0
         while True:
+            sweep = time.monotonic() - last_sweep >= self.settings.pm_connector_sweep_seconds
             for org_id in self.orgs:
                 try:
                     await self.poll(org_id)
+                    if sweep:
+                        await self.sweep(org_id)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.warning("projects poll failed, trying again", org_id=org_id, error=repr(exc))
+            if sweep:
+                last_sweep = time.monotonic()
             self.poll_now.clear()
             try:
                 await asyncio.wait_for(self.poll_now.wait(), self.settings.pm_connector_poll_seconds)
@@ -183,10 +213,3 @@ class Connector:
             return {"accepted": True}
 
         return api
-
-    def routes(self) -> list[BaseRoute]:
-        return self.api().routes
-
-    async def aclose(self) -> None:
-        for api in self.apis.values():
-            await api.aclose()

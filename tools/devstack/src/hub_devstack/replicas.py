@@ -36,7 +36,8 @@ from hub_platform.groups import (
 from . import _proc, stack
 
 HUB_SERVICES: tuple[str, ...] = ("identity", "linking", "tasks", "notifications")
-BASE_PORTS: dict[str, int] = {"identity": 8081, "linking": 8082, "tasks": 8083, "notifications": 8084, "sandbox": 8090}
+BASE_PORTS: dict[str, int] = {"identity": 8081, "linking": 8082, "tasks": 8083, "notifications": 8084, "sandbox": 8090,
+                              "crm-connector": 8091, "pm-connector": 8092}
 PORT_STEP = 100
 MAX_REPLICAS = 6  # the ingest topics have 6 partitions: a 7th replica would own nothing of them
 

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import replicas, stack
+from . import replicas, stack, zoho
+from .settings import DevstackSettings
 
 SERVICE_PORTS: dict[str, int] = {"identity": 8081, "linking": 8082, "tasks": 8083, "notifications": 8084, "sandbox": 8090}
 
@@ -25,7 +26,13 @@ def start_services(state_dir: Path, info: dict[str, Any], timeout: float = 120.0
     logs.mkdir(parents=True, exist_ok=True)
     running = stack.status(state_dir)
     started: dict[str, dict[str, Any]] = {}
-    for name, port in SERVICE_PORTS.items():
+    ports = dict(SERVICE_PORTS)
+    fake: dict[str, Any] = {}
+    if DevstackSettings().zoho == "fake":  # the connectors stand where the sandbox stands
+        del ports["sandbox"]
+        ports.update(zoho.CONNECTOR_PORTS)
+        fake = {"fake Zoho": zoho.start_fake(state_dir)}
+    for name, port in ports.items():
         log_path = logs / f"{name}.log"
         if running.get(name, {}).get("running"):
             started[name] = {"pid": running[name]["pid"], "port": port, "log": str(log_path), "reused": True}
@@ -33,7 +40,7 @@ def start_services(state_dir: Path, info: dict[str, Any], timeout: float = 120.0
         started[name] = replicas.launch(state_dir, info, name, 1)
     for name, rec in started.items():  # they start side by side; each then gets the whole timeout
         replicas.wait_ready({"name": name, **rec}, timeout)
-    return started
+    return {**fake, **started}
 
 
 def token_lines(state_dir: Path) -> list[str]:
@@ -51,8 +58,9 @@ def summary_lines(info: dict[str, Any], services: dict[str, dict[str, Any]]) -> 
         ("Mailbox (.eml)", smtp["maildir"], f"SMTP sink on {smtp['host']}:{smtp['port']}"),
     ]
     for name, rec in services.items():
-        role = "sandbox CRM+PM" if name == "sandbox" else f"{name} service"
-        rows.append((role, f"http://127.0.0.1:{rec['port']}", f"log {rec['log']}  (/readyz /metrics)"))
+        role = "sandbox CRM+PM" if name == "sandbox" else name if name == "fake Zoho" else f"{name} service"
+        probes = "  (UI: /fake/..., limits: /fake/config)" if name == "fake Zoho" else "  (/readyz /metrics)"
+        rows.append((role, f"http://127.0.0.1:{rec['port']}", f"log {rec['log']}{probes}"))
     first = max(len(r[0]) for r in rows)
     second = max(len(r[1]) for r in rows)
     return [f"  {a:<{first}}  {b:<{second}}  {c}" for a, b, c in rows]

@@ -28,6 +28,8 @@ class DevstackSettings(BaseSettings):
         description="SASL_PLAINTEXT: SCRAM principal per service and connector, ACLs from the topic catalog. "
                     "PLAINTEXT: no authentication (a state folder formatted one way cannot switch; remove it).",
     )
+    zoho: Literal["", "fake"] = Field(
+        default="", description="fake (`make up ZOHO=fake`): the fake Zoho and both connectors instead of the sandbox.")
     pg_port: int = 5432
     pg_fsync: bool = True
     smtp_port: int = 1025

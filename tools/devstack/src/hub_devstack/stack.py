@@ -316,7 +316,15 @@ def start_infra(state_dir: Path | str | None = None, settings: DevstackSettings 
         }
         for name, dsn in dsns.items()
     }
-    return update_stack(state, database=cfg.database, services=services)
+    if cfg.zoho == "fake":  # the connectors and their fake Zoho (hub_devstack.zoho)
+        from . import zoho
+
+        services.update(zoho.services(state, _proc.run_coro_sync(lambda: zoho.provision(pg.admin_dsn, cfg.database)),
+                                      kafka.bootstrap_servers))
+    info = update_stack(state, database=cfg.database, services=services)
+    if cfg.zoho == "fake":
+        zoho.write_env_files(state, info, {name: kafka_env(info, name) for name in zoho.CONNECTOR_PORTS})
+    return info
 
 
 def _stop_record(name: str, rec: dict[str, Any]) -> bool:

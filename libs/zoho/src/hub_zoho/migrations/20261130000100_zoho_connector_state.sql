@@ -1,4 +1,6 @@
 -- migrate:up
+-- The state both Zoho connectors keep, each in its own schema (shared folder: hub_zoho/migrations).
+-- (Same version as the per-connector migration it replaced, so databases that ran that one skip it.)
 -- What the connector last published for each Zoho record: Zoho has no record revision, so the connector
 -- numbers the versions itself (a new one when the record's content changed) and derives the event id from
 -- it, so the same state seen twice (notification, poll, echo) is the same event.
