@@ -45,8 +45,9 @@ async def load_integrations(conn: asyncpg.Connection, org_ids: Sequence[str]) ->
 async def load_users(conn: asyncpg.Connection, by_crm: Keys, by_portal: Keys) -> list[User]:
     """Users by (org, CRM user) and by (org, portal user)."""
     rows = await conn.fetch(
-        "SELECT * FROM users WHERE (org_id, crm_user_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
-        "OR (org_id, portal_user_id) IN (SELECT * FROM unnest($3::text[], $4::text[]))",
+        "SELECT u.* FROM users u JOIN unnest($1::text[], $2::text[]) k(o, i) ON u.org_id = k.o AND u.crm_user_id = k.i "
+        "UNION SELECT u.* FROM users u JOIN unnest($3::text[], $4::text[]) k(o, i) "
+        "ON u.org_id = k.o AND u.portal_user_id = k.i",
         *_columns(by_crm, 2), *_columns(by_portal, 2))
     return _of(User, rows)
 
@@ -60,8 +61,9 @@ async def load_projects(conn: asyncpg.Connection, keys: Keys) -> list[Project]:
 async def load_links(conn: asyncpg.Connection, by_project: Keys, by_record: Keys) -> list[Link]:
     """Every link row (linked or not) of the (org, project)s and of the (org, record type, record id)s."""
     rows = await conn.fetch(
-        "SELECT * FROM links WHERE (org_id, project_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
-        "OR (org_id, record_type, record_id) IN (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]))",
+        "SELECT l.* FROM links l JOIN unnest($1::text[], $2::text[]) k(o, p) ON l.org_id = k.o AND l.project_id = k.p "
+        "UNION SELECT l.* FROM links l JOIN unnest($3::text[], $4::text[], $5::text[]) k(o, t, i) "
+        "ON l.org_id = k.o AND l.record_type = k.t AND l.record_id = k.i",
         *_columns(by_project, 2), *_columns(by_record, 3))
     return _of(Link, rows)
 
@@ -105,9 +107,13 @@ async def load_mappings(conn: asyncpg.Connection, *, by_pm: Keys = (), by_crm: K
     """Mappings by (org, PM task), (org, CRM task) or id, locked for the batch (another replica handling the
     other side's key waits instead of overwriting)."""
     rows = await conn.fetch(
-        "SELECT * FROM task_mappings WHERE (org_id, pm_task_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
-        "OR (org_id, crm_task_id) IN (SELECT * FROM unnest($3::text[], $4::text[])) OR hub_task_id = ANY($5::uuid[]) "
-        "ORDER BY hub_task_id FOR UPDATE",
+        "SELECT * FROM task_mappings WHERE hub_task_id IN ("
+        " SELECT m.hub_task_id FROM task_mappings m JOIN unnest($1::text[], $2::text[]) k(o, t) "
+        " ON m.org_id = k.o AND m.pm_task_id = k.t "
+        " UNION ALL SELECT m.hub_task_id FROM task_mappings m JOIN unnest($3::text[], $4::text[]) k(o, t) "
+        " ON m.org_id = k.o AND m.crm_task_id = k.t "
+        " UNION ALL SELECT unnest($5::uuid[])"
+        ") ORDER BY hub_task_id FOR UPDATE",
         *_columns(by_pm, 2), *_columns(by_crm, 2), list(hub_task_ids))
     return [_mapping(r) for r in rows]
 
