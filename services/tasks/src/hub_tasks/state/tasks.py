@@ -33,8 +33,10 @@ class TaskRows(Rows):
 
     async def _load_mappings(self, by_pm: set[tuple[str, str]], by_crm: set[tuple[str, str]],
                              ids: set[uuid.UUID]) -> None:
-        by_pm, by_crm = by_pm - self.t.pm_loaded, by_crm - self.t.crm_loaded
-        ids = ids - self.t.ids_loaded - self.t.mappings.keys()
+        # membership tests only: a lookup costs the same however many rows the batch holds
+        by_pm = {k for k in by_pm if k not in self.t.pm_loaded}
+        by_crm = {k for k in by_crm if k not in self.t.crm_loaded}
+        ids = {i for i in ids if i not in self.t.ids_loaded and i not in self.t.mappings}
         if not (by_pm or by_crm or ids):
             return
         for m in await storage.load_mappings(self.conn, by_pm=sorted(by_pm), by_crm=sorted(by_crm), hub_task_ids=sorted(ids)):
