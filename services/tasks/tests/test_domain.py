@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hub_tasks import domain
 from hub_tasks.domain import Echo, Guard, LinkedProject, State, apply_change, beats, reconcile
+from hub_tasks.records import User
 
 T1, T2, T3 = "2024-04-01T09:01:00+00:00", "2024-04-01T09:02:00+00:00", "2024-04-01T09:03:00+00:00"
 BASE = {"title": "A", "description": None, "due_date": None, "priority": "medium", "status": "open", "owner_id": "u-1"}
@@ -96,9 +97,13 @@ def test_S12_project_choice() -> None:
 
 def test_S12_permission() -> None:
     assert domain.may_add_task(None) is not None
-    assert domain.may_add_task({"crm_user_id": "u", "active": True, "permissions": ["add_task"]}) is None
-    assert domain.may_add_task({"crm_user_id": "u", "active": True, "permissions": []})[0] == "permission_denied"  # type: ignore[index]
-    assert domain.may_add_task({"crm_user_id": "u", "active": False, "permissions": ["add_task"]}) is not None
+    def user(active: bool, permissions: list[str]) -> User:
+        return User(org_id="o", crm_user_id="u", email="u@example.com", name="U", locale="en", active=active,
+                    portal_user_id=None, permissions=permissions, revision=1)
+
+    assert domain.may_add_task(user(True, ["add_task"])) is None
+    assert domain.may_add_task(user(True, []))[0] == "permission_denied"  # type: ignore[index]
+    assert domain.may_add_task(user(False, ["add_task"])) is not None
 
 
 # --- issue 14: two sides that both say no; the command budget ---------------------------

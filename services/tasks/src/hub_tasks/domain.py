@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 FIELDS: tuple[str, ...] = ("title", "description", "due_date", "priority", "status", "owner_id")
 RANK = {"crm": 0, "pm": 1}  # tie-break: PM wins
@@ -96,14 +96,22 @@ def choose_project(record_type: str, record_id: str, linked: list[LinkedProject]
     return linked[0]
 
 
-def may_add_task(user: dict[str, Any] | None) -> tuple[str, str] | None:
+class Actor(Protocol):
+    """The acting CRM user as the S12 rule sees it (`records.User`)."""
+
+    crm_user_id: str
+    active: bool
+    permissions: list[str]
+
+
+def may_add_task(user: Actor | None) -> tuple[str, str] | None:
     """S12: only active CRM users whose PM permissions include add_task may create PM tasks."""
     if user is None:
         return "permission_denied", "the acting user is not known to the integration and may not add tasks in the PM tool"
-    if not user["active"]:
-        return "permission_denied", f"the CRM user {user['crm_user_id']} is inactive"
-    if "add_task" not in user["permissions"]:
-        return "permission_denied", f"the CRM user {user['crm_user_id']} is not allowed to add tasks in the PM tool"
+    if not user.active:
+        return "permission_denied", f"the CRM user {user.crm_user_id} is inactive"
+    if "add_task" not in user.permissions:
+        return "permission_denied", f"the CRM user {user.crm_user_id} is not allowed to add tasks in the PM tool"
     return None
 
 
