@@ -54,6 +54,8 @@ class Counters:
 
     async def flush(self, conn: asyncpg.Connection) -> None:
         keys = sorted(self.dirty)
+        if "unwritable" in keys:  # a row the database refuses (a constraint): only the bulk write finds out
+            await conn.execute("SELECT 1/0")
         await conn.execute(
             "INSERT INTO ping_counts (key, n) SELECT * FROM unnest($1::text[], $2::int[]) "
             "ON CONFLICT (key) DO UPDATE SET n = excluded.n", keys, [self.counts[k] for k in keys])
@@ -166,3 +168,13 @@ async def test_the_careful_path_loads_per_event_and_counts_each_effect_once(hub_
 def test_a_handler_for_an_unknown_event_type_is_refused_at_import() -> None:
     with pytest.raises(ValueError, match="no event type"):
         Router().on("crm.tsak.upserted")
+
+
+async def test_a_flush_the_database_refuses_falls_back_and_dead_letters_only_its_event(hub_env: HubEnv, pool: asyncpg.Pool) -> None:
+    processor = BatchProcessor(pool, router, consumer="counter", producer="counter", topics=TopicNames(hub_env.topic_prefix),
+                               attempts=2)
+    await processor.process(records(hub_env.topic_prefix, [("a", 1, None), ("unwritable", 2, None), ("a", 3, None)]))
+    assert await counts(pool) == {"a": 2}
+    assert sorted(COMMITTED) == [1, 3]
+    codes = await pool.fetch("SELECT code, \"offset\" FROM dead_letter_log WHERE consumer = 'counter'")
+    assert [(r["code"], r["offset"]) for r in codes] == [("handler_error", 1)]

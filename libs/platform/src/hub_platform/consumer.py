@@ -368,7 +368,15 @@ class BatchProcessor:
                             return False
                         done.append((item, time.perf_counter()))
                 if state is not None:
-                    await state.flush(conn)
+                    try:
+                        await state.flush(conn)
+                    except INFRASTRUCTURE_ERRORS:
+                        raise
+                    except Exception as exc:  # a constraint or a timeout in the bulk write: find the event the careful way
+                        log.info("optimistic batch falls back to one savepoint per event (flush failed)", error=repr(exc))
+                        OPTIMISTIC_FALLBACKS.labels(self.consumer).inc()
+                        await tx.rollback()
+                        return False
                 await write_outbox_rows(conn, outbox)
             except BaseException:
                 with contextlib.suppress(Exception):
