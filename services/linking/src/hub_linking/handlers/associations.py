@@ -191,15 +191,16 @@ async def on_associate(ctx: HandlerContext, event: Event[requests.ProjectAssocia
         await emit_command(ctx, cmd.PmProjectAddClientUsers(command_id=command_ids[-1], portal_id=portal,
                                                             project_id=p.project_id,
                                                             client_user_ids=sorted(set(existing))), key, org)
-    for c in to_create:  # one command per new client user: emitted, nothing read
-        command_ids.append(uuid.uuid4())
+    pending = [rows.PendingCommand(uuid.uuid4(), org, "client_user_for_project", portal,
+                                   {"project_id": p.project_id, "contact_id": c.record_id}) for c in to_create]
+    for c, new_user in zip(to_create, pending, strict=True):  # one command per new client user (emitted only)
+        command_ids.append(new_user.command_id)
         assert target_company is not None
-        await emit_command(ctx, cmd.PmClientUserCreate(command_id=command_ids[-1], portal_id=portal,
+        await emit_command(ctx, cmd.PmClientUserCreate(command_id=new_user.command_id, portal_id=portal,
                                                        client_company_id=target_company, email=c.email,  # type: ignore[arg-type]
                                                        name=c.name, crm_record_type="contact",
-                                                       crm_record_id=c.record_id), f"client_user:{command_ids[-1]}", org)
-        await storage.add_pending(ctx.conn, command_ids[-1], org, "client_user_for_project", portal,
-                                  {"project_id": p.project_id, "contact_id": c.record_id})
+                                                       crm_record_id=c.record_id), f"client_user:{new_user.command_id}", org)
+    await storage.add_pending(ctx.conn, pending)
     await emit_links(ctx, org, portal, [(p.project_id, p.record_type, p.record_id)], linked=True, source="associate")
     await ctx.emit(ProjectAssociated(request_id=p.request_id, acting_user_id=p.acting_user_id, portal_id=portal,
                                      project_id=p.project_id,
@@ -284,8 +285,8 @@ async def _create_from_record(ctx: HandlerContext, event: Event[requests.Project
         linked_records=records, users=grants, client_company_ids=[company] if company else [],
         client_user_ids=sorted(set(existing)), new_client_company=new_company, new_client_users=new_users),
         f"project:{command_id}", org)
-    await storage.add_pending(ctx.conn, command_id, org, "create_project", portal,
-                              {"records": [r.model_dump() for r in records], "trigger": "create_from_record"})
+    await storage.add_pending(ctx.conn, [rows.PendingCommand(command_id, org, "create_project", portal, {
+        "records": [r.model_dump() for r in records], "trigger": "create_from_record"})])
     await ctx.emit(ProjectCreationRequested(command_id=command_id, portal_id=portal, trigger="create_from_record",
                                             records=records),
                    entity_key=f"{org}:request:{p.request_id}", origin="hub")

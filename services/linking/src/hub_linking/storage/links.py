@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
 from hub_linking import rows
+from hub_linking.storage.tables import insert_pending
 
 LinkKey = tuple[str, str, str]
 """(project_id, record_type, record_id) within one org and portal."""
@@ -62,11 +62,9 @@ async def linked_project_ids(conn: asyncpg.Connection, org_id: str, portal_id: s
     return {r["project_id"] for r in found}
 
 
-async def add_pending(conn: asyncpg.Connection, command_id: uuid.UUID, org_id: str, kind: str, portal_id: str,
-                      data: dict[str, Any]) -> None:
-    await conn.execute(
-        "INSERT INTO pending_commands (command_id, org_id, kind, portal_id, data) VALUES ($1, $2, $3, $4, $5)",
-        command_id, org_id, kind, portal_id, data)
+async def add_pending(conn: asyncpg.Connection, commands: Sequence[rows.PendingCommand]) -> None:
+    """Commands whose echo the hub will wait for, in one round trip."""
+    await insert_pending(conn, commands)
 
 
 async def take_pending(conn: asyncpg.Connection, org_id: str, command_id: uuid.UUID | None,
