@@ -134,15 +134,18 @@ def validate_mapping(
     return problems
 
 
+_STANDARD_VALUES = {
+    ("deals", "Deal_Name"): "name", ("deals", "Amount"): "amount", ("deals", "Closing_Date"): "closing_date",
+    ("deals", "Stage"): "stage", ("deals", "Owner"): "owner_id", ("deals", "Account_Name"): "account_id",
+    ("accounts", "Account_Name"): "name", ("accounts", "Owner"): "owner_id",
+}
+"""Where a standard CRM field's value is in a stored deal or account."""
+
+
 def _crm_value(module: str, crm_field: str, record: Mapping[str, Any] | None) -> Any:
     if record is None:
         return None
-    standard = {
-        ("deals", "Deal_Name"): "name", ("deals", "Amount"): "amount", ("deals", "Closing_Date"): "closing_date",
-        ("deals", "Stage"): "stage", ("deals", "Owner"): "owner_id", ("deals", "Account_Name"): "account_id",
-        ("accounts", "Account_Name"): "name", ("accounts", "Owner"): "owner_id",
-    }
-    key = standard.get((module, crm_field))
+    key = _STANDARD_VALUES.get((module, crm_field))
     if key is not None:
         return record.get(key)
     return (record.get("custom_fields") or {}).get(crm_field)
