@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from hub_linking import domain
+from hub_linking import domain, rows
 
 
-def test_S21_normalised_names_match_across_width_case_and_suffixes() -> None:
-    assert domain.normalise_name("ＡＣＭＥ 株式会社") == domain.normalise_name("Acme Inc.") == "acme"
-    assert domain.normalise_name("Globex Corporation") == "globex"
-    assert domain.normalise_name("株式会社") == ""
+def test_S21_matching_reads_names_through_the_shared_normaliser() -> None:
+    """「株式会社サンプル」, 「サンプル株式会社」 and full-width 「ｻﾝﾌﾟﾙ(株)」 are one company (as for identity)."""
+    index = domain.index_accounts([("a1", "サンプル株式会社"), ("a2", "ＡＣＭＥ 株式会社")])
+    assert domain.match_client("c1", "株式会社サンプル", index).account_id == "a1"
+    assert domain.match_client("c2", "ｻﾝﾌﾟﾙ(株)", index).account_id == "a1"
+    assert domain.match_client("c3", "Acme Inc.", index).account_id == "a2"
 
 
 def test_S22_match_outcomes_have_reasons() -> None:
@@ -54,8 +56,11 @@ def test_S19_duplicate_emails_are_case_insensitive() -> None:
 
 def test_S4_who_may_associate() -> None:
     member = domain.Actor("u", True, False, frozenset({"associate_project"}), "pu-1")
-    assert domain.may_link_project(member, {"owner_id": "pu-9", "user_ids": ["pu-1"]})
-    assert not domain.may_link_project(member, {"owner_id": "pu-9", "user_ids": ["pu-2"]})
+    def project(*members: str) -> rows.Project:
+        return rows.Project("o", "p", "pr", "P", "active", 0, owner_id="pu-9", version=1, user_ids=list(members))
+
+    assert domain.may_link_project(member, project("pu-1"))
+    assert not domain.may_link_project(member, project("pu-2"))
     nobody = domain.Actor("u", True, False, frozenset({"add_task"}), "pu-1")
     assert domain.may_link_at_all(nobody)[1] == "permission_denied"
     assert domain.may_change_settings(member)[1] == "not_admin"
