@@ -352,7 +352,15 @@ class BatchProcessor:
                 committed: list[Callable[[], None]] = []
                 seen: set[uuid.UUID] = set()
                 to_handle = [e for _, e in handled if e.event_id in new and not (e.event_id in seen or seen.add(e.event_id))]
-                state = await self.router.load_state(conn, to_handle)
+                try:
+                    state = await self.router.load_state(conn, to_handle)
+                except INFRASTRUCTURE_ERRORS:
+                    raise
+                except Exception as exc:  # a deadlock, a bug: the careful path loads per event and finds the culprit
+                    log.info("optimistic batch falls back to one savepoint per event (state load failed)", error=repr(exc))
+                    OPTIMISTIC_FALLBACKS.labels(self.consumer).inc()
+                    await tx.rollback()
+                    return False
                 for record, item in parsed:
                     if isinstance(item, InvalidEvent):
                         await self._dead_letter(conn, record, item.code, item.reason, 1, outbox)
