@@ -138,4 +138,33 @@ async def prefetch(st: IdentityState, events: Sequence[Event[Any]]) -> None:
             mapping = st.mappings.get((org, portal_id, "contact", p.id))
             if mapping is not None and mapping.state == "linked":
                 third.key(st.client_users, org, portal_id, mapping.pm_id)
+        elif isinstance(p, pm.PmClientCompanyUpserted) and p.portal_id == portal_id:
+            pending = st.pending.get((p.command_id,)) if (p.command_id,) in st.pending.known else None
+            if pending is not None and pending.command_type == "pm.client_company.create":
+                third.value(st.contacts, "account", org, pending.subject_id)
     await third.read()
+
+    # the contacts that may become client users (S19 all-or-nothing): their pairs, and who holds their e-mails
+    contacts: dict[tuple[str, str], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+    for e in events:
+        p, org = e.payload, e.org_id
+        portal_id = portal[org]
+        if portal_id is None:
+            continue
+        ids, emails = contacts[(org, portal_id)]
+        if isinstance(p, crm.CrmContactUpserted) and (email := normalise_email(p.email)) is not None:
+            ids.add(p.id)
+            emails.add(email)
+        elif isinstance(p, pm.PmClientCompanyUpserted) and p.portal_id == portal_id:
+            pending = st.pending.get((p.command_id,)) if (p.command_id,) in st.pending.known else None
+            if pending is not None and pending.command_type == "pm.client_company.create":
+                for contact in st.contacts.find("account", (org, pending.subject_id)):
+                    ids.add(contact.id)
+                    if contact.email_norm is not None:
+                        emails.add(contact.email_norm)
+    for (org, portal_id), (ids, emails) in contacts.items():
+        if ids:
+            await st.mappings_of(org, portal_id, "contact", ids)
+            holders = await st.client_users_with_emails(org, portal_id, emails)
+            await st.mappings_by_pm(org, portal_id, "contact", [u.id for users in holders.values() for u in users])
+            await st.pending_contacts_with_emails(org, portal_id, emails)
