@@ -532,3 +532,39 @@ async def test_S13_re_enabling_without_matching_syncs_accounts_stored_while_disa
         await enable(hub_env, kafka_probe)
         await out.wait(lambda o: bool(o.payloads("pm.client_company.create")), settle=1.0)
     assert [(c.crm_account_id, c.name) for c in out.payloads("pm.client_company.create")] == [("acc-3", "Stored Co")]
+
+
+async def test_S13_company_names_pair_as_hub_schema_normalises_them_full_width_and_company_forms_included(
+        hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """「株式会社サンプル」, 「サンプル株式会社」 and 「ｻﾝﾌﾟﾙ(株)」 are one name to identity (the normaliser linking
+    matches with); a client company stored before name_norm existed is normalised when identity first looks."""
+    from hub_identity.state import IdentityState
+
+    service, out = await start(hub_env, kafka_probe)
+    async with running(service):
+        # Before the enable: a client company in the PM tool, an account in the CRM.
+        await kafka_probe.send(ev(pm.PmClientCompanyUpserted(portal_id=PORTAL, id="cc-1", name="株式会社サンプル", version=1,
+                                                             **V), "client_company:cc-1", "pm"))
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-1", name="ｻﾝﾌﾟﾙ(株)", version=1, **V), "account:acc-1"))
+        await wait_db(hub_env, "SELECT true FROM client_companies WHERE id = 'cc-1'")
+        await wait_db(hub_env, "SELECT true FROM accounts WHERE id = 'acc-1'")
+        # The enable syncs acc-1: paired with the company of its name, nothing created.
+        await enable(hub_env, kafka_probe)
+        await out.wait(lambda o: bool(o.payloads("identity.customer_mapping.changed", crm_id="acc-1")))
+        # A second company of that name made in the PM tool finds no unpaired account; a new account pairs with it.
+        await kafka_probe.send(ev(pm.PmClientCompanyUpserted(portal_id=PORTAL, id="cc-2", name="サンプル株式会社", version=1,
+                                                             **V), "client_company:cc-2", "pm"))
+        await wait_db(hub_env, "SELECT true FROM client_companies WHERE id = 'cc-2'")
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-2", name="株式会社 サンプル", version=1, **V),
+                                  "account:acc-2"))
+        await out.wait(lambda o: bool(o.payloads("identity.customer_mapping.changed", crm_id="acc-2")))
+        # A client company written before the migration (name_norm NULL) is found by its normalised name.
+        await db_value(hub_env, "INSERT INTO client_companies (org_id, portal_id, id, name, version) "
+                                "VALUES ($1, $2, 'cc-3', 'ＡＢＣ商事株式会社', 1) RETURNING true", ORG, PORTAL)
+        IdentityState.names_normalised = False  # as in a process started on the migrated database
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-3", name="abc商事", version=1, **V), "account:acc-3"))
+        await out.wait(lambda o: bool(o.payloads("identity.customer_mapping.changed", crm_id="acc-3")), settle=1.0)
+    pairs = {m.crm_id: (m.state, m.pm_id) for m in out.payloads("identity.customer_mapping.changed")}
+    assert pairs == {"acc-1": ("linked", "cc-1"), "acc-2": ("linked", "cc-2"), "acc-3": ("linked", "cc-3")}
+    assert not out.payloads("pm.client_company.create")
+    assert await db_value(hub_env, "SELECT name_norm FROM client_companies WHERE id = 'cc-3'") == "abc商事"
