@@ -10,6 +10,7 @@ e-mail set-based: the loader asks for all values of the batch in one query, then
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
@@ -17,17 +18,21 @@ R = TypeVar("R")
 Key = tuple[Any, ...]
 
 
-@dataclasses.dataclass(frozen=True)
 class Index:
     """Rows filed by the values of `columns` (loaded with one query for every value a batch asks for);
     `when` leaves rows out of it (a deleted row is never a match), a None column leaves the row out too."""
 
-    columns: tuple[str, ...]
-    when: Callable[[Any], bool] = lambda row: True
+    def __init__(self, columns: tuple[str, ...], when: Callable[[Any], bool] | None = None) -> None:
+        self.columns = columns
+        self.when = when
+        get = operator.attrgetter(*columns)
+        self._get: Callable[[Any], Key] = get if len(columns) > 1 else (lambda row: (get(row),))
 
     def value(self, row: Any) -> Key | None:
-        value = tuple(getattr(row, c) for c in self.columns)
-        return value if None not in value and self.when(row) else None
+        value = self._get(row)
+        if None in value or (self.when is not None and not self.when(row)):
+            return None
+        return value
 
 
 class Table(Generic[R]):
