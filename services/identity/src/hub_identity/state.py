@@ -8,7 +8,8 @@ contact's account mapping, the accounts of an org when matching completes) is re
 batch. `flush` writes what changed: one pipelined upsert per table, one DELETE for settled commands.
 
 Rows are read `FOR UPDATE` (storage), so two replicas touching the same rows in parallel batches run one
-after the other and the rows written back are never older than what the database holds.
+after the other and the rows written back are never older than what the database holds. Not the org's row:
+every batch reads it, and only `linking.integration.changed` and the matching result (one key) change it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class IdentityState:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
-        self.orgs = Table("orgs", Org)
+        self.orgs = Table("orgs", Org, lock=False)  # every batch reads it; only the org's integration key writes it
         self.crm_users = Table("crm_users", CrmUser, email=Index(("org_id", "email_norm")),
                                portal_user=Index(("org_id", "portal_user_id")), org=Index(("org_id",)))
         self.portal_users = Table("portal_users", PortalUser, email=Index(("org_id", "portal_id", "email_norm"), _live))
@@ -85,14 +86,15 @@ class IdentityState:
         """Make these keys known (one query for all that are not yet)."""
         missing = table.missing(keys)
         if missing:
-            table.loaded(missing, await storage.load_rows(self.conn, table.name, table.row_type, table.key_columns, missing))
+            table.loaded(missing, await storage.load_rows(self.conn, table.name, table.row_type, table.key_columns, missing,
+                                                          lock=table.lock))
 
     async def need_index(self, table: Table[R], index: str, values: Iterable[Key]) -> None:
         """Make these index values complete: every row of the database filed under one of them is known."""
         todo = sorted({v for v in values if None not in v and (index, v) not in table.complete})
         if todo:
             columns = table.indexes[index].columns
-            table.loaded((), await storage.load_rows(self.conn, table.name, table.row_type, columns, todo))
+            table.loaded((), await storage.load_rows(self.conn, table.name, table.row_type, columns, todo, lock=table.lock))
             table.complete.update((index, v) for v in todo)
 
     async def need_profiles(self, org_ids: Iterable[str]) -> None:

@@ -36,8 +36,9 @@ class Index:
 
 
 class Table(Generic[R]):
-    def __init__(self, name: str, row_type: type[R], /, **indexes: Index) -> None:
+    def __init__(self, name: str, row_type: type[R], /, *, lock: bool = True, **indexes: Index) -> None:
         self.name = name
+        self.lock = lock
         self.row_type = row_type
         self.key_columns: tuple[str, ...] = row_type.KEY  # type: ignore[attr-defined]
         self.columns = tuple(f.name for f in dataclasses.fields(row_type))  # type: ignore[arg-type]

@@ -26,17 +26,17 @@ def _columns(row_type: type[Any]) -> list[str]:
 
 
 async def load_rows(conn: asyncpg.Connection, table: str, row_type: type[R], columns: Sequence[str],
-                    values: Sequence[tuple[Any, ...]]) -> list[R]:
-    """Every row of `table` whose `columns` equal one of `values`, in one query, locked for this transaction
-    (`FOR UPDATE`: another replica's batch touching the same rows waits, so a row read here is still what
-    flush overwrites)."""
+                    values: Sequence[tuple[Any, ...]], *, lock: bool = True) -> list[R]:
+    """Every row of `table` whose `columns` equal one of `values`, in one query; with `lock`, locked for this
+    transaction (`FOR UPDATE`: another replica's batch touching the same rows waits, so a row read here is
+    still what flush overwrites)."""
     if not values:
         return []
     selected = ", ".join(f"t.{c}" for c in _columns(row_type))
     arrays = ", ".join(f"${i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(columns, 1))
     names = ", ".join(columns)
     sql = (f"SELECT {selected} FROM {table} t JOIN unnest({arrays}) AS k({names}) USING ({names}) "
-           f"ORDER BY {', '.join(f't.{c}' for c in row_type.KEY)} FOR UPDATE OF t")  # type: ignore[attr-defined]
+           f"ORDER BY {', '.join(f't.{c}' for c in row_type.KEY)}{' FOR UPDATE OF t' if lock else ''}")  # type: ignore[attr-defined]
     records = await conn.fetch(sql, *([v[i] for v in values] for i in range(len(columns))))
     return [row_type(*r) for r in records]
 
