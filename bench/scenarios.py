@@ -182,7 +182,43 @@ LINKING = Scenario(
     seeds=_linking_seeds, event=_linking_event, load=_linking_load,
 )
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (ECHO, TASKS, LINKING)}
+
+# -- identity: a new CRM account -> pm.client_company.create (S13) ---------------------------------------
+
+
+def _identity_seeds() -> list[Envelope | None]:
+    from hub_schema.events import linking
+
+    return [make_event(linking.IntegrationChanged(state="enabled", portal_id=PORTAL, changed_by="u-admin", changed_at=T0,
+                                                  revision=1), org_id=ORG, entity_key=f"{ORG}:integration",
+                       producer="bench", origin="hub")]
+
+
+def _identity_event(i: int, tag: str) -> Envelope:
+    from hub_schema.events import crm
+
+    account_id = f"ba-{tag}-{i}"
+    p = crm.CrmAccountUpserted(id=account_id, name=f"Bench account {tag} {i}", custom_fields={"Note": PAD[:160]},
+                               modified_at=datetime.now(UTC), version=1)
+    return make_event(p, org_id=ORG, entity_key=f"account:{account_id}", producer="bench", origin="crm")
+
+
+def _identity_load() -> tuple[Any, Path | None]:
+    from hub_identity import handlers, main
+
+    return handlers.router, main.MIGRATIONS
+
+
+IDENTITY = Scenario(
+    name="identity", service="identity", run="-c from hub_identity.main import main; main()",
+    ingest_topics=["crm.ingest", "pm.ingest", "hub.requests", "linking.events"],
+    output_topic="pm.commands", output_type="pm.client_company.create",
+    description="crm.account.upserted (new account, integration enabled) -> account + mapping + pending rows, "
+                "pm.client_company.create + identity.customer_mapping.changed",
+    seeds=_identity_seeds, event=_identity_event, load=_identity_load,
+)
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (ECHO, TASKS, LINKING, IDENTITY)}
 
 
 def register(s: Scenario) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from hub_identity import domain
 from hub_schema.events.common import PermissionProfile
+from hub_schema.names import normalise_email
 
 ascii_emails = st.builds(
     lambda local, host: f"{local}@{host}.example",
@@ -22,19 +23,19 @@ ascii_emails = st.builds(
 
 @given(st.text(max_size=60))
 def test_normalise_email_is_idempotent(email: str) -> None:
-    once = domain.normalise_email(email)
-    assert once is None or domain.normalise_email(once) == once
+    once = normalise_email(email)
+    assert once is None or normalise_email(once) == once
 
 
 @given(ascii_emails, st.text(" \t", max_size=3), st.text(" \t", max_size=3), st.data())
 def test_normalise_email_ignores_case_and_surrounding_blanks(email: str, pre: str, post: str, data: st.DataObject) -> None:
     mixed = "".join(c.upper() if data.draw(st.booleans()) else c.lower() for c in email)
-    assert domain.normalise_email(pre + mixed + post) == domain.normalise_email(email) == email.lower()
+    assert normalise_email(pre + mixed + post) == normalise_email(email) == email.lower()
 
 
 @given(st.text(" \t\n", max_size=5))
 def test_blank_email_is_none(blank: str) -> None:
-    assert domain.normalise_email(blank) is None
+    assert normalise_email(blank) is None
 
 
 @given(st.lists(st.integers(1, 50), min_size=1, max_size=30), st.randoms(use_true_random=False))
@@ -68,7 +69,7 @@ def test_duplicates_are_found_whatever_the_order(cands: list[domain.Candidate], 
         [(d.email, sorted(d.record_ids), d.existing_client_user_id) for d in again]
     counts: dict[str, int] = {}
     for c in cands:
-        key = domain.normalise_email(c.email)
+        key = normalise_email(c.email)
         counts[key] = counts.get(key, 0) + 1  # type: ignore[index]
     expected = {e for e, n in counts.items() if n > 1 or e in taken}
     assert {d.email for d in found} == expected

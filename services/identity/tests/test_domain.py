@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from hub_identity import domain
 from hub_identity.domain import Candidate, ProfileVersion, UserFacts
 from hub_schema.events.common import PermissionProfile
+from hub_schema.names import normalise_email
 
 T = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
 P1 = PermissionProfile(role="employee", permissions=["add_task"])
@@ -15,9 +16,9 @@ P2 = PermissionProfile(role="manager", permissions=["add_task", "edit_project"])
 
 
 def test_S13_email_matching_is_trimmed_and_case_insensitive() -> None:
-    assert domain.normalise_email("  Taro.Yamada@Example.CO.JP ") == "taro.yamada@example.co.jp"
-    assert domain.normalise_email("   ") is None
-    assert domain.normalise_email(None) is None
+    assert normalise_email("  Taro.Yamada@Example.CO.JP ") == "taro.yamada@example.co.jp"
+    assert normalise_email("   ") is None
+    assert normalise_email(None) is None
 
 
 def test_only_newer_versions_apply() -> None:

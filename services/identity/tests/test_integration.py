@@ -478,13 +478,15 @@ async def test_S13_S21_matching_result_is_adopted_and_accounts_from_before_the_e
         # Linking matched cc-1 <-> acc-1 (normalised names): identity adopts it and creates the rest.
         for sent in matching_done([("cc-1", "acc-1", "Acme")], [("cc-7", "Initech", "ambiguous")]):
             await kafka_probe.send(sent)
-        await out.wait(lambda o: len(o.payloads("pm.client_company.create")) == 3
+        await out.wait(lambda o: len(o.payloads("pm.client_company.create")) == 2
                        and bool(o.payloads("pm.client_user.create", crm_record_id="con-1")), settle=1.0)
         adopted = out.payloads("identity.customer_mapping.changed", crm_id="acc-1")
         assert [(m.state, m.pm_id) for m in adopted] == [("linked", "cc-1")]
-        # acc-7 is named exactly like the ambiguous cc-7: neither paired by name nor given a second "Initech".
-        assert sorted(c.crm_account_id for c in out.payloads("pm.client_company.create")) == ["acc-0", "acc-2", "acc-8"]
+        # acc-7 and acc-8 ("Initech Inc.": the same name once normalised) are named like the ambiguous cc-7:
+        # neither paired by name nor given a second "Initech".
+        assert sorted(c.crm_account_id for c in out.payloads("pm.client_company.create")) == ["acc-0", "acc-2"]
         assert not out.payloads("identity.customer_mapping.changed", crm_id="acc-7")
+        assert not out.payloads("identity.customer_mapping.changed", crm_id="acc-8")
         assert out.payloads("pm.client_user.create", crm_record_id="con-1")[0].client_company_id == "cc-1"
         # A contact added later to the matched account becomes a client user of the matched company.
         await kafka_probe.send(ev(crm.CrmContactUpserted(id="con-2", account_id="acc-1", last_name="Kim",
@@ -492,11 +494,11 @@ async def test_S13_S21_matching_result_is_adopted_and_accounts_from_before_the_e
         await out.wait(lambda o: bool(o.payloads("pm.client_user.create", crm_record_id="con-2")))
         assert out.payloads("pm.client_user.create", crm_record_id="con-2")[0].client_company_id == "cc-1"
         # The same result again (a resync) creates and pairs nothing twice.
-        for sent in matching_done([("cc-1", "acc-1", "Acme")]):
+        for sent in matching_done([("cc-1", "acc-1", "Acme")], [("cc-7", "Initech", "ambiguous")]):
             await kafka_probe.send(sent)
         await kafka_probe.send(crm_user("u-marker", "m@org.example"))
         await out.wait(lambda o: bool(o.payloads("identity.user_access.changed", crm_user_id="u-marker")), settle=1.5)
-    assert len(out.payloads("pm.client_company.create")) == 3
+    assert len(out.payloads("pm.client_company.create")) == 2
     assert len(out.payloads("pm.client_user.create")) == 2
     assert len(out.payloads("identity.customer_mapping.changed", crm_id="acc-1")) == 1
     assert await db_value(hub_env, "SELECT matching_pending FROM orgs WHERE org_id = $1", ORG) is False
@@ -506,13 +508,14 @@ async def test_S13_S21_a_create_in_flight_when_matching_pairs_its_account_is_not
         hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
     service, out = await start(hub_env, kafka_probe)
     async with running(service):
-        await kafka_probe.send(ev(pm.PmClientCompanyUpserted(portal_id=PORTAL, id="cc-1", name="ACME Inc.", version=1,
-                                                             **V), "client_company:cc-1", "pm"))
-        await wait_db(hub_env, "SELECT true FROM client_companies WHERE id = 'cc-1'")
         await enable(hub_env, kafka_probe)  # no matching follows this one
         await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-1", name="Acme", version=1, **V), "account:acc-1"))
         await out.wait(lambda o: bool(o.payloads("pm.client_company.create", crm_account_id="acc-1")))
         create = out.payloads("pm.client_company.create")[0]
+        # Someone adds the same company in the PM tool meanwhile: not paired by name (acc-1 has a pending pair).
+        await kafka_probe.send(ev(pm.PmClientCompanyUpserted(portal_id=PORTAL, id="cc-1", name="ACME Inc.", version=1,
+                                                             **V), "client_company:cc-1", "pm"))
+        await wait_db(hub_env, "SELECT true FROM client_companies WHERE id = 'cc-1'")
         # A resync's matching pairs acc-1 with cc-1 (normalised names) before the create's echo.
         for sent in matching_done([("cc-1", "acc-1", "Acme")]):
             await kafka_probe.send(sent)
@@ -539,3 +542,39 @@ async def test_S13_re_enabling_without_matching_syncs_accounts_stored_while_disa
         await enable(hub_env, kafka_probe)
         await out.wait(lambda o: bool(o.payloads("pm.client_company.create")), settle=1.0)
     assert [(c.crm_account_id, c.name) for c in out.payloads("pm.client_company.create")] == [("acc-3", "Stored Co")]
+
+
+async def test_S13_company_names_pair_as_hub_schema_normalises_them_full_width_and_company_forms_included(
+        hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """「株式会社サンプル」, 「サンプル株式会社」 and 「ｻﾝﾌﾟﾙ(株)」 are one name to identity (the normaliser linking
+    matches with); a client company stored before name_norm existed is normalised when identity first looks."""
+    from hub_identity.state import IdentityState
+
+    service, out = await start(hub_env, kafka_probe)
+    async with running(service):
+        # Before the enable: a client company in the PM tool, an account in the CRM.
+        await kafka_probe.send(ev(pm.PmClientCompanyUpserted(portal_id=PORTAL, id="cc-1", name="株式会社サンプル", version=1,
+                                                             **V), "client_company:cc-1", "pm"))
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-1", name="ｻﾝﾌﾟﾙ(株)", version=1, **V), "account:acc-1"))
+        await wait_db(hub_env, "SELECT true FROM client_companies WHERE id = 'cc-1'")
+        await wait_db(hub_env, "SELECT true FROM accounts WHERE id = 'acc-1'")
+        # The enable syncs acc-1: paired with the company of its name, nothing created.
+        await enable(hub_env, kafka_probe)
+        await out.wait(lambda o: bool(o.payloads("identity.customer_mapping.changed", crm_id="acc-1")))
+        # A second company of that name made in the PM tool finds no unpaired account; a new account pairs with it.
+        await kafka_probe.send(ev(pm.PmClientCompanyUpserted(portal_id=PORTAL, id="cc-2", name="サンプル株式会社", version=1,
+                                                             **V), "client_company:cc-2", "pm"))
+        await wait_db(hub_env, "SELECT true FROM client_companies WHERE id = 'cc-2'")
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-2", name="株式会社 サンプル", version=1, **V),
+                                  "account:acc-2"))
+        await out.wait(lambda o: bool(o.payloads("identity.customer_mapping.changed", crm_id="acc-2")))
+        # A client company written before the migration (name_norm NULL) is found by its normalised name.
+        await db_value(hub_env, "INSERT INTO client_companies (org_id, portal_id, id, name, version) "
+                                "VALUES ($1, $2, 'cc-3', 'ＡＢＣ商事株式会社', 1) RETURNING true", ORG, PORTAL)
+        IdentityState.names_normalised = False  # as in a process started on the migrated database
+        await kafka_probe.send(ev(crm.CrmAccountUpserted(id="acc-3", name="abc商事", version=1, **V), "account:acc-3"))
+        await out.wait(lambda o: bool(o.payloads("identity.customer_mapping.changed", crm_id="acc-3")), settle=1.0)
+    pairs = {m.crm_id: (m.state, m.pm_id) for m in out.payloads("identity.customer_mapping.changed")}
+    assert pairs == {"acc-1": ("linked", "cc-1"), "acc-2": ("linked", "cc-2"), "acc-3": ("linked", "cc-3")}
+    assert not out.payloads("pm.client_company.create")
+    assert await db_value(hub_env, "SELECT name_norm FROM client_companies WHERE id = 'cc-3'") == "abc商事"

@@ -1,6 +1,6 @@
 """Identity's rules, with no I/O, so each one is unit-tested on its own.
 
-- e-mails are matched trimmed and case-insensitively (the schema keeps them as sent);
+- e-mails are matched as `hub_schema.names.normalise_email` reads them (the schema keeps them as sent);
 - an upstream record is applied only if its `version` is newer than the one kept;
 - a permission profile applies from its `effective_from` on and never earlier than
   the moment it was changed (no retroactive rewriting); "what applied at T" is the
@@ -18,19 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from hub_schema.events.common import PermissionProfile
+from hub_schema.names import normalise_email
 
 DEFAULT_PROFILE = PermissionProfile(role="employee", permissions=[])
 """Until an admin chooses one (S3), CRM users get the least: employee, no extra permissions."""
 
 NOTIFICATION_NAMESPACE = uuid.UUID("6d1c7a52-3c1f-4f7e-9a43-2b1c0e9d7f10")
-
-
-def normalise_email(email: str | None) -> str | None:
-    """Trimmed, lower-case; None for a missing or blank address."""
-    if email is None:
-        return None
-    value = email.strip().lower()
-    return value or None
 
 
 def is_newer(incoming_version: int, stored_version: int | None) -> bool:
