@@ -1187,6 +1187,8 @@ def write_last_run(figures: Figures) -> Path:
         "- *recovered*: every service answers `/readyz` 200, each consumer group's lag is back under the normal",
         "  level and output was seen again. After a SIGKILL this takes ~10 s: the dead consumer's group membership",
         "  must expire (Kafka session timeout, 10 s) before its partitions are handed to the restarted process.",
+        "  The hub runs so far shared the 2 cores with seven other test sessions (load 25-50): there a service",
+        "  takes 25-60 s to start and a Kafka node ~90 s, and those dominate the recovery times.",
         "",
     ]
     out = DOCS / "LAST_RUN.md"
