@@ -36,7 +36,7 @@ RECOVERY_TIMEOUT = 150.0
 REPLICAS = 2
 
 
-async def run_hub_suite(mode: str, *, min_events: int, rate: float, plan: list[str]) -> Figures:
+async def run_hub_suite(mode: str, *, min_events: int, rate: float, plan: list[str], note: str = "") -> Figures:
     figures = Figures(mode=mode)
     started = now()
     # Not under pytest's tmp_path (see test_faults.run_suite: PostgreSQL would be locked out of its data directory).
@@ -64,7 +64,7 @@ async def run_hub_suite(mode: str, *, min_events: int, rate: float, plan: list[s
         for svc in services.values():
             await svc.wait_ready(240)
         figures.cluster = (f"{infra.shape()}; {REPLICAS} replicas of each of {', '.join(SERVICES)} (3 of tasks while "
-                           "scaled up); PostgreSQL, SMTP sink; all on one 2-core machine")
+                           "scaled up); PostgreSQL, SMTP sink; all on one 2-core machine" + note)
         print(f"[faults] {figures.cluster}", flush=True)
         watcher = Watcher(infra.bootstrap, [topics.PM_COMMANDS, topics.CRM_COMMANDS, topics.NOTIFICATION_OUTCOMES])
         await watcher.start()
@@ -221,6 +221,7 @@ async def test_faults_hub_long() -> None:
     step = max(1, len(plan) // len(infra_faults))
     for i, fault in enumerate(infra_faults):
         plan.insert(min(len(plan), (i + 1) * step + i), fault)
+    reduced = f"; REDUCED: HUB_FAULTS_EVENTS={events}, HUB_FAULTS_KILLS={kills}" if events < 100000 or kills < 12 else ""
     figures = await run_hub_suite("hub-long", min_events=events, rate=float(os.environ.get("HUB_FAULTS_RATE", "150")),
-                                  plan=plan)
+                                  plan=plan, note=reduced)
     assert_clean(figures)
