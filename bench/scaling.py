@@ -91,9 +91,10 @@ async def one_row(service: str, replicas: int, events: int, infra: h.Infra, dbs:
         for proc in extra:
             proc.start()
         await asyncio.gather(*(proc.wait_ready(timeout=300) for proc in extra))
-        topics = sorted(t for t in (await describe_group(admin, sc.service)).topics if t.startswith(p.prefix))
+        group = p.prefix + sc.service  # KafkaSettings.group_id: the service's name under the run's topic prefix
+        topics = sorted(t for t in (await describe_group(admin, group)).topics if t.startswith(p.prefix))
         partitions = await topic_partitions(admin, topics)
-        settle_s, view = await wait_settled(admin, sc.service, partitions, members=replicas)
+        settle_s, view = await wait_settled(admin, group, partitions, members=replicas)
         assert not view.owned_twice(), view
         await p.max_rate(min(1000, events), None)  # warm-up (and the group has settled under load)
         await p.checkpoint()

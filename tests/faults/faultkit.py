@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from hub_devstack._proc import free_port
-from hub_devstack.kafka import KafkaServer
+from hub_devstack.kafka import KafkaCluster, KafkaServer
 from hub_devstack.postgres import PostgresServer
 from hub_devstack.provision import create_database, provision_service, with_database
 from hub_devstack.smtp_sink import SmtpSink
@@ -50,6 +50,11 @@ logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the outages we cause
 ROLES = ("identity", "linking", "tasks", "notifications", "sandbox", "echo")
 PREFIX = "f."
 DATABASE = "faults"
+
+
+def group_id(service: str) -> str:
+    """The consumer group of a service the suite runs (its name under the suite's topic prefix)."""
+    return KafkaSettings(topic_prefix=PREFIX).group_id(service)
 
 
 def now() -> float:
@@ -103,6 +108,69 @@ class Infra:
         await asyncio.to_thread(self.pg.start)
 
 
+CONTROLLER_LINE = re.compile(r"\[QuorumController id=(\d+)\] Becoming the active controller at epoch (\d+)")
+
+
+class ClusterInfra(Infra):
+    """Like `Infra`, with a three-node Kafka cluster (`KafkaCluster`, replication 3, min.insync.replicas 2) whose
+    nodes are killed one at a time: the one leading the busiest partitions, or the active controller."""
+
+    def __init__(self, root: Path, brokers: int = 3) -> None:
+        self.root = root
+        ports = [free_port() for _ in range(brokers)]
+        self.kafka = KafkaCluster(root / "kafka", ports, [free_port() for _ in ports])  # type: ignore[assignment]
+        self.pg = PostgresServer(root / "pg" / "data", port=free_port(), fsync=False)
+        self.smtp = SmtpSink(root / "mail", port=free_port())
+        self.dsns = {}
+
+    @property
+    def cluster(self) -> KafkaCluster:
+        assert isinstance(self.kafka, KafkaCluster)
+        return self.kafka
+
+    async def restart_node(self, node_id: int, down: float) -> None:
+        node = self.cluster.nodes[node_id - 1]
+        node.kill()
+        await asyncio.sleep(down)
+        await asyncio.to_thread(node.start)
+
+    async def restart_kafka(self, down: float) -> None:
+        await self.restart_node(await self.busiest_leader(), down)
+
+    async def busiest_leader(self) -> int:
+        """The node leading the partitions that hold the most records of the topics the stream writes."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, request_timeout_ms=5000)
+        await admin.start()
+        await consumer.start()
+        try:
+            names = [PREFIX + t for t in (topics.CRM_INGEST, topics.PM_INGEST, topics.HUB_REQUESTS, topics.NOTIFICATION_REQUESTS)]
+            leaders = {TopicPartition(t["topic"], p["partition"]): p["leader"]
+                       for t in await admin.describe_topics(names) for p in t["partitions"]}
+            ends = await consumer.end_offsets(list(leaders))
+            load: Counter[int] = Counter()
+            for tp, leader in leaders.items():
+                load[leader] += ends[tp]
+            return load.most_common(1)[0][0]
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    def active_controller(self) -> tuple[int, int]:
+        """(node id, epoch) of the latest "Becoming the active controller" in the nodes' logs (KRaft: the quorum
+        leader; aiokafka has no DescribeQuorum, and a broker's metadata names a random broker as controller)."""
+        best = (0, -1)
+        for node in self.cluster.nodes:
+            for path in (node.workdir / "logs").glob("*.log*"):
+                for m in CONTROLLER_LINE.finditer(path.read_text(errors="replace")):
+                    if int(m.group(2)) > best[1]:
+                        best = (int(m.group(1)), int(m.group(2)))
+        return best
+
+    def shape(self) -> str:
+        return f"{len(self.cluster.nodes)} Kafka brokers (KRaft, each broker+controller), replication {self.cluster.replication}"
+
+
 # --- the services ----------------------------------------------------------------------------
 
 
@@ -118,6 +186,7 @@ class ServiceProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.kills = 0
+        self.lives: list[list[float | None]] = []  # [start, end] wall-clock times of each process (ownership log)
 
     def start(self, **extra: str) -> None:
         env = {k: v for k, v in os.environ.items() if k != "HUB_FAILPOINT"}
@@ -129,6 +198,12 @@ class ServiceProc:
             self.proc = subprocess.Popen(self.argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         self.starts += 1
+        self.lives.append([time.time(), None])
+
+    def _ended(self, at: float | None = None) -> None:
+        """The current process is gone (killed, stopped or exited on its own): close its life."""
+        if self.lives and self.lives[-1][1] is None:
+            self.lives[-1][1] = at or time.time()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -145,8 +220,12 @@ class ServiceProc:
             self.kills += 1
         if self.proc is not None:
             self.proc.wait(10)
+        self._ended()
 
     def stop(self) -> None:
+        """SIGTERM: the batch in hand commits, then the consumer leaves its group (no revoke callback runs then), so
+        for the ownership check its partitions are given up when it is asked to stop."""
+        asked = time.time()
         if self.alive():
             assert self.proc is not None
             os.kill(self.proc.pid, signal.SIGTERM)
@@ -155,11 +234,13 @@ class ServiceProc:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+        self._ended(asked)
 
     async def wait_exit(self, timeout: float) -> bool:
         deadline = now() + timeout
         while now() < deadline:
             if not self.alive():
+                self._ended()
                 return True
             await asyncio.sleep(0.05)
         return False
@@ -286,7 +367,7 @@ async def read_all(bootstrap: str, logical: str, timeout: float = 60) -> list[An
 
 
 class LagProbe:
-    """Consumer lag of a group on its input topics = end offsets - committed offsets."""
+    """Consumer lag of a service's group on its input topics = end offsets - committed offsets."""
 
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
@@ -300,7 +381,7 @@ class LagProbe:
             parts = [TopicPartition(PREFIX + t, p) for t in logical_topics
                      for p in (consumer.partitions_for_topic(PREFIX + t) or set())]
             ends = await asyncio.wait_for(consumer.end_offsets(parts), 5)
-            committed = await asyncio.wait_for(admin.list_consumer_group_offsets(group), 5)
+            committed = await asyncio.wait_for(admin.list_consumer_group_offsets(group_id(group)), 5)
             total = 0
             for tp in parts:
                 meta = committed.get(tp)
@@ -384,7 +465,7 @@ class OwnershipWatch:
                 await admin.start()
                 while True:
                     for group, logical in self.groups.items():
-                        view = (await describe_group(admin, group)).reading({PREFIX + t for t in logical})
+                        view = (await describe_group(admin, group_id(group))).reading({PREFIX + t for t in logical})
                         self.samples += 1
                         self.most_members[group] = max(self.most_members.get(group, 0), len(view.members))
                         if view.state == "Stable" and view.owned_twice():
@@ -630,6 +711,10 @@ class Figures:
     ownership_samples: int = 0
     most_members: dict[str, int] = field(default_factory=dict)
     owned_twice: list[str] = field(default_factory=list)
+    cluster: str = ""  # the shape of the run (brokers, replicas per service), for the report's header
+    effects: dict[str, list[int]] = field(default_factory=dict)  # effect -> [inputs with exactly one, inputs expected]
+    ownership_intervals: int = 0  # (replica, partition, from, to) intervals read from the replicas' own logs
+    ownership_overlaps: list[str] = field(default_factory=list)  # partitions two live replicas believed they owned
     problems: list[str] = field(default_factory=list)
 
     def fault_counts(self) -> Counter[str]:
@@ -637,7 +722,7 @@ class Figures:
 
     def text(self) -> str:
         lines = [
-            f"fault suite ({self.mode}): {self.duration_s:.0f}s",
+            f"fault suite ({self.mode}): {self.duration_s:.0f}s" + (f" — {self.cluster}" if self.cluster else ""),
             f"  events sent            {self.events_sent} ({self.accepted} distinct accepted)",
             "  inputs injected        " + ", ".join(f"{k}={v}" for k, v in sorted(self.injected.items())),
             f"  faults injected        {len(self.faults)}: " + ", ".join(f"{k}={v}" for k, v in sorted(self.fault_counts().items())),
@@ -657,6 +742,9 @@ class Figures:
             f"  producer re-sends      {self.producer_retries} (broker outages)",
             f"  partition ownership    {len(self.owned_twice)} partitions owned twice in {self.ownership_samples} samples "
             f"of the groups; most members: " + ", ".join(f"{k}={v}" for k, v in sorted(self.most_members.items())),
+            *([f"  replicas' own view     {len(self.ownership_overlaps)} overlaps in {self.ownership_intervals} ownership "
+               "intervals (assigned -> revoked / process gone)"] if self.ownership_intervals else []),
+            *[f"  effect                 {k}: {v[0]}/{v[1]} exactly once" for k, v in self.effects.items()],
             "  recovery per fault (s from injection):   kind / target / down / first output / lag normal + ready",
         ]
         for f in self.faults:
@@ -674,6 +762,98 @@ class Figures:
         d["fault_counts"] = dict(self.fault_counts())
         d["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         return d
+
+
+def replicas_of(services: dict[str, ServiceProc], target: str) -> list[str]:
+    """Names of the running processes of a service: `<svc>` (the first) and `<svc>-<n>`, in index order."""
+    names = [n for n in services if n == target or (n.startswith(target + "-") and n[len(target) + 1:].isdigit())]
+    return sorted(names, key=lambda n: 1 if n == target else int(n.rsplit("-", 1)[1]))
+
+
+async def inject(fault: str, infra: Infra, services: dict[str, ServiceProc], rnd: random.Random,
+                 outputs: dict[str, str], started: list[ServiceProc] | None = None) -> tuple[FaultRecord, str]:
+    """Fault names: kill:<svc>, failpoint:<point>:<svc>, scale-up:<svc>, scale-down:<svc>, kafka, kafka-leader,
+    kafka-controller, postgres, smtp. Returns the record and the topic whose next message shows the system working
+    again. `started` collects every process ever started (their logs tell who owned what)."""
+    kind, _, rest = fault.partition(":")
+    if kind == "failpoint":
+        point, _, target = rest.rpartition(":")
+    else:
+        point, target = "", rest or kind
+    rec = FaultRecord(kind=f"{kind}:{point}" if point else kind, target=target, injected_at=now())
+    output = outputs.get(target.split("-", 1)[0], next(iter(outputs.values())))  # "tasks-2" writes what "tasks" writes
+    if kind == "kill":
+        svc = services[target]
+        await asyncio.sleep(rnd.uniform(0, 0.3))  # a random moment of the stream (mid-batch under load)
+        rec.injected_at = now()
+        svc.kill()
+        svc.start()
+    elif kind == "failpoint":
+        # Only one replica's relay publishes at a time (an advisory lock), and nobody outside knows which: a relay
+        # failpoint is armed in every replica of the service, and the one that hits it dies; the others restart.
+        base = target.split("-", 1)[0]
+        armed = [services[n] for n in replicas_of(services, base)] if point.startswith("relay.") else [services[target]]
+        for svc in armed:
+            svc.kill()
+            svc.start(HUB_FAILPOINT=point)
+        deadline = now() + 60
+        while now() < deadline and all(svc.alive() for svc in armed):
+            await asyncio.sleep(0.05)
+        hit = [svc for svc in armed if not svc.alive()]
+        for svc in hit:
+            svc.kill()  # reaps it and closes its life at the moment it was found gone
+        if not hit:
+            rec.note = "failpoint never hit"
+        else:
+            rec.target = hit[0].name
+        rec.injected_at = now()
+        for svc in armed:
+            svc.kill()
+            svc.start()
+    elif kind == "scale-up":  # one more replica joins the group mid-stream (a rebalance during batches)
+        index = max([1, *(int(n.rsplit("-", 1)[1]) for n in replicas_of(services, target) if n != target)]) + 1
+        replica = services[target].replica(index)
+        replica.start()
+        if started is not None:
+            started.append(replica)
+        await replica.wait_ready(180)
+        rec.injected_at = now()
+        services[replica.name] = replica
+        rec.note = f"{len(replicas_of(services, target))} replicas"
+    elif kind == "scale-down":  # ... the newest leaves gracefully (SIGTERM: its batch commits, LeaveGroup)
+        name = replicas_of(services, target)[-1]
+        assert name != target, f"scale-down:{target} with one replica"
+        services.pop(name).stop()
+        rec.note = f"{len(replicas_of(services, target))} replicas"
+    elif kind in ("kafka-leader", "kafka-controller"):
+        assert isinstance(infra, ClusterInfra), f"{kind} needs a cluster"
+        if kind == "kafka-leader":
+            node = await infra.busiest_leader()
+            rec.note = f"node {node} led the busiest partitions"
+        else:
+            node, epoch = infra.active_controller()
+            rec.note = f"node {node} was the active controller (epoch {epoch})"
+        rec.target = f"broker {node}"
+        rec.injected_at = now()
+        await infra.restart_node(node, down=2.0)
+        if kind == "kafka-controller":
+            after, epoch_after = infra.active_controller()
+            rec.note += f"; then node {after} (epoch {epoch_after})"
+            if epoch_after <= epoch:
+                rec.note += " — NO NEW CONTROLLER ELECTED"
+    elif kind == "kafka":
+        await infra.restart_kafka(down=2.0)
+    elif kind == "postgres":
+        await infra.restart_pg(down=2.0)
+    elif kind == "smtp":
+        infra.smtp.stop()
+        await asyncio.sleep(6.0)
+        infra.smtp.start()
+        output = topics.NOTIFICATION_OUTCOMES
+    else:
+        raise ValueError(fault)
+    rec.down_s = now() - rec.injected_at
+    return rec, output
 
 
 class Recovery:
@@ -768,7 +948,12 @@ async def check_echo(infra: Infra, traffic: PingTraffic, figures: Figures) -> No
             figures.order_violations += 1
             figures.problems.append(f"key {key!r}: pongs out of order or missing ({len(got)} vs {len(expected)} pings)")
 
-    # dead letters: every bad input, by every consumer of its topic, with its code and a reason
+    check_dead_letters(dlq, traffic, figures)
+
+
+def check_dead_letters(dlq: list[Any], traffic: PingTraffic, figures: Figures) -> None:
+    """Every bad input, by every consumer group of its topic, in the dead-letter topic with its code and a reason;
+    nothing else dead-lettered."""
     by_marker: dict[tuple[str, str], list[Any]] = defaultdict(list)
     known = {m for _, _, m, _ in traffic.bad}
     unexpected = 0
@@ -801,29 +986,33 @@ async def check_echo(infra: Infra, traffic: PingTraffic, figures: Figures) -> No
 
 
 async def check_tasks(infra: Infra, traffic: PingTraffic, figures: Figures) -> None:
-    """One crm.task.create per flagged PM task of the enabled org (project linked to one deal); none for an unknown org."""
+    """One crm.task.create per flagged PM task of the enabled org and CRM record linked to its project (S5: a CRM
+    task on each linked record; deal-1 is linked from the start, the four-service run links more); none for an
+    unknown org."""
     commands = [parse_event(r.value) for r in await read_all(infra.bootstrap, topics.CRM_COMMANDS) if r.value]
-    creates: dict[str, set[str]] = defaultdict(set)  # PM task title prefix -> distinct command ids
+    creates: dict[tuple[str, str], set[str]] = defaultdict(set)  # (PM task id, CRM record) -> distinct command ids
     deliveries: Counter[str] = Counter()
     for ev in commands:
         if ev.event_type != "crm.task.create":
             continue
         deliveries[str(ev.event_id)] += 1
         task_id = ev.payload.subject.split(" ")[1]
-        creates[task_id].add(str(ev.payload.command_id))
+        creates[(task_id, f"{ev.payload.record_type}:{ev.payload.record_id}")].add(str(ev.payload.command_id))
+    mirrored = {t for t, _ in creates}
     figures.tasks_expected = len(traffic.pm_tasks)
     figures.accepted += len(traffic.pm_tasks)
-    missing = [t for t in traffic.pm_tasks if t not in creates]
-    doubled = [t for t, ids in creates.items() if len(ids) > 1]
-    leaked = [t for t in traffic.pm_tasks_unknown_org if t in creates]
-    figures.tasks_created = sum(1 for t in traffic.pm_tasks if t in creates)
+    missing = [t for t in traffic.pm_tasks if (t, "deal:deal-1") not in creates]
+    doubled = [k for k, ids in creates.items() if len(ids) > 1]
+    leaked = [t for t in traffic.pm_tasks_unknown_org if t in mirrored]
+    figures.tasks_created = sum(1 for t in traffic.pm_tasks if (t, "deal:deal-1") in creates)
     figures.inflight_duplicates += sum(n - 1 for n in deliveries.values())
     if missing:
         figures.lost += len(missing)
         figures.problems.append(f"tasks: {len(missing)} flagged PM tasks without crm.task.create, e.g. {missing[:3]}")
     if doubled:
         figures.duplicated += len(doubled)
-        figures.problems.append(f"tasks: {len(doubled)} PM tasks with several crm.task.create, e.g. {doubled[:3]}")
+        figures.problems.append(f"tasks: {len(doubled)} (PM task, CRM record) pairs with several crm.task.create, "
+                                f"e.g. {doubled[:3]}")
     if leaked:
         figures.problems.append(f"tasks: {len(leaked)} PM tasks of an unknown org were mirrored")
 
@@ -944,13 +1133,14 @@ def write_last_run(figures: Figures) -> Path:
         "`make test`). What the suite does and checks: [tests/faults/README.md](../../tests/faults/README.md).",
         "",
     ]
-    for mode in ("long", "short"):
+    for mode in ("hub-long", "hub-short", "long", "short"):
         path = DOCS / f"last_run_{mode}.json"
         if not path.exists():
             parts += [f"## {mode} run", "", "not run yet", ""]
             continue
         d = json.loads(path.read_text())
         parts += [f"## {mode} run — {d['finished_at']}, {d['duration_s']:.0f} s", "",
+                  *([f"Shape: {d['cluster']}", ""] if d.get("cluster") else []),
                   "| figure | value |", "|---|---|",
                   f"| events sent | {d['events_sent']} ({d['accepted']} distinct accepted) |",
                   f"| bad / special inputs injected | {', '.join(f'{k} {v}' for k, v in sorted(d['injected'].items()))} |",
@@ -963,6 +1153,10 @@ def write_last_run(figures: Figures) -> Path:
                   f"| per-key order violations | {d['order_violations']} |",
                   f"| e-mails | {d['emails_received']} / {d['emails_expected']} ({d['emails_duplicated']} counted in-flight duplicates) |",
                   f"| flagged PM tasks → exactly one crm.task.create | {d.get('tasks_created', 0)} / {d.get('tasks_expected', 0)} |",
+                  *[f"| {k} | {v[0]} / {v[1]} |" for k, v in d.get("effects", {}).items()],
+                  *([f"| partitions owned by two members (coordinator, {d['ownership_samples']} samples) | {len(d['owned_twice'])} |",
+                     f"| partitions two live replicas believed they owned (their logs, {d['ownership_intervals']} intervals) | "
+                     f"{len(d['ownership_overlaps'])} |"] if d.get("ownership_intervals") else []),
                   f"| final consumer lag | {d['final_lag']} |",
                   f"| services ready at the end | {', '.join(k + ('' if v else ' NOT') for k, v in d['services_ready'].items())} |",
                   "", "| fault | target | down (s) | first output (s) | recovered (s) |", "|---|---|---|---|---|"]
@@ -985,9 +1179,16 @@ def write_last_run(figures: Figures) -> Path:
         "- *re-delivered dead-letter copies*: a batch replayed after a crash dead-letters its bad messages again",
         "  (known platform limitation, `tests/faults/test_dead_letter_replay.py`); the copies share",
         "  `x-dlq-topic/partition/offset`.",
+        "- *hub-short* / *hub-long*: all four services with replicas on a three-broker cluster (`test_faults_hub.py`);",
+        "  *short* / *long*: echo, tasks and notifications on one broker (`test_faults.py`). `kafka-leader` kills the",
+        "  broker leading the busiest partitions, `kafka-controller` the active KRaft controller (target: the node).",
+        "- *partitions owned by two*: the coordinator's view sampled every 0.2 s, and the replicas' own logs",
+        "  (assigned → revoked or process gone); both must be 0.",
         "- *recovered*: every service answers `/readyz` 200, each consumer group's lag is back under the normal",
         "  level and output was seen again. After a SIGKILL this takes ~10 s: the dead consumer's group membership",
         "  must expire (Kafka session timeout, 10 s) before its partitions are handed to the restarted process.",
+        "  The hub runs so far shared the 2 cores with seven other test sessions (load 25-50): there a service",
+        "  takes 25-60 s to start and a Kafka node ~90 s, and those dominate the recovery times.",
         "",
     ]
     out = DOCS / "LAST_RUN.md"

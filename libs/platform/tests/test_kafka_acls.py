@@ -21,6 +21,7 @@ from aiokafka.errors import (
 
 from hub_devstack.pytest_plugin import TestKafka, secure_prefix, unsecure_prefix
 from hub_platform.kafka_acls import PRINCIPALS, AclBinding, bindings, reads, unknown_roles, writes
+from hub_platform.settings import KafkaSettings
 from hub_schema import topics
 from hub_schema.topics import CATALOG
 
@@ -36,7 +37,7 @@ def test_the_crm_connector_writes_crm_ingest_and_reads_crm_commands_and_nothing_
     assert mine == {
         ("TOPIC", "p.crm.ingest", "WRITE"),
         ("TOPIC", "p.crm.commands", "READ"),
-        ("GROUP", "crm-connector", "READ"),
+        ("GROUP", "p.crm-connector", "READ"),
         ("CLUSTER", "kafka-cluster", "IDEMPOTENT_WRITE"),
     }
 
@@ -51,6 +52,16 @@ def test_each_service_writes_what_the_catalog_says_it_produces_and_reads_what_it
     for topic, owner in ((topics.IDENTITY_EVENTS, "identity"), (topics.LINKING_EVENTS, "linking")):
         writers = {b.principal for b in bindings() if b.resource_name == topic and b.operation == "WRITE"}
         assert writers == {f"User:{owner}", "User:deadletters"}
+
+
+def test_group_rules_are_the_services_group_ids_under_the_prefix() -> None:
+    """A service joins `KafkaSettings.group_id` (its name under the topic prefix); the ACL names exactly that group,
+    so a deployment or test run with another prefix neither shares nor may join it."""
+    rules = [b for b in bindings("t42.") if b.resource_type == "GROUP"]
+    assert KafkaSettings(topic_prefix="t42.").group_id("tasks") == "t42.tasks"
+    assert AclBinding("User:tasks", "GROUP", "t42.tasks", "READ") in rules
+    assert rules and all(b.pattern_type == "LITERAL" and b.resource_name.startswith("t42.") for b in rules)
+    assert KafkaSettings().group_id("tasks") == "tasks"  # no prefix (production): the service's name
 
 
 def test_topic_rules_are_literal_names_under_the_prefix() -> None:
@@ -86,7 +97,7 @@ async def test_the_crm_connector_may_write_crm_ingest_and_read_crm_commands(secu
     await _produce(secured_kafka, "crm-connector", prefix + topics.CRM_INGEST)
     await _produce(secured_kafka, "tasks", prefix + topics.CRM_COMMANDS)
     consumer = AIOKafkaConsumer(prefix + topics.CRM_COMMANDS, **secured_kafka.client_options("crm-connector"),
-                                group_id="crm-connector", auto_offset_reset="earliest", enable_auto_commit=False)
+                                group_id=prefix + "crm-connector", auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
         batch = await consumer.getmany(timeout_ms=15000)
@@ -120,7 +131,7 @@ async def test_the_crm_connector_cannot_write_identity_events(secured_kafka: Tes
                     outcome="the broker refuses the group (GroupAuthorizationFailed) and the topic reads")
 async def test_the_crm_connector_cannot_read_the_tasks_group(secured_kafka: TestKafka, prefix: str) -> None:
     consumer = AIOKafkaConsumer(prefix + topics.CRM_COMMANDS, **secured_kafka.client_options("crm-connector"),
-                                group_id="tasks", auto_offset_reset="earliest", enable_auto_commit=False)
+                                group_id=prefix + "tasks", auto_offset_reset="earliest", enable_auto_commit=False)
     with pytest.raises(GroupAuthorizationFailedError):
         await consumer.start()
         await consumer.getmany(timeout_ms=10000)
@@ -129,7 +140,7 @@ async def test_the_crm_connector_cannot_read_the_tasks_group(secured_kafka: Test
     await admin.start()
     try:
         with pytest.raises(GroupAuthorizationFailedError):
-            await admin.list_consumer_group_offsets("tasks")
+            await admin.list_consumer_group_offsets(prefix + "tasks")
     finally:
         await admin.close()
     # ... nor the topics the tasks service reads

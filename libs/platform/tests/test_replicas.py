@@ -72,8 +72,7 @@ async def echo_replicas(hub_env: HubEnv, tmp_path: Path) -> AsyncIterator[tuple[
     hub_env.dsns["echo"] = await provision_service(hub_env.admin_dsn, hub_env.database, "echo", "echo")
     started: list[Replica] = []
     yield hub_env, started
-    # Gracefully, and static members removed: group ids are not prefixed like topics, so a member left behind in
-    # `echo` would hold up every other run's join of that group on a shared broker until its session timed out.
+    # Gracefully, and static members removed, so the run leaves nothing behind in its group (`<prefix>echo`).
     for replica in started:
         replica.signal(signal.SIGTERM)
     for replica in started:
@@ -82,9 +81,14 @@ async def echo_replicas(hub_env: HubEnv, tmp_path: Path) -> AsyncIterator[tuple[
     try:
         statics = [r.env["HUB_KAFKA__GROUP_INSTANCE_ID"] for r in started if "HUB_KAFKA__GROUP_INSTANCE_ID" in r.env]
         with contextlib.suppress(Exception):
-            await remove_static_members(admin, "echo", statics)
+            await remove_static_members(admin, group(hub_env), statics)
     finally:
         await admin.close()
+
+
+def group(env: HubEnv) -> str:
+    """The echo service's consumer group in this test's slice of the broker."""
+    return env.kafka_settings("echo").group_id("echo")
 
 
 async def _admin(env: HubEnv) -> AIOKafkaAdminClient:
@@ -136,7 +140,7 @@ async def test_two_replicas_split_partitions_and_hand_over_on_a_graceful_stop(
     admin = await _admin(env)
     try:
         partitions = await topic_partitions(admin, [env.topic(topics.CRM_INGEST)])
-        took, view = await wait_settled(admin, "echo", partitions, members=2)
+        took, view = await wait_settled(admin, group(env), partitions, members=2)
         print(f"\ntwo replicas own the {len(partitions)} partitions {took:.2f}s after the second was ready")
         assert view.owned_twice() == []
         assert all(m.partitions for m in view.members), view  # split: each owns some
@@ -152,7 +156,7 @@ async def test_two_replicas_split_partitions_and_hand_over_on_a_graceful_stop(
         for i in range(348, 648, 50):
             if i == 498:
                 replicas[1].signal(signal.SIGTERM)
-                handover = asyncio.create_task(wait_settled(admin, "echo", partitions, members=1))
+                handover = asyncio.create_task(wait_settled(admin, group(env), partitions, members=1))
             await _send_pings(kafka_probe, range(i, i + 50), sent)
         assert await replicas[1].wait_exit() == -signal.SIGTERM  # uvicorn re-raises the signal once shut down
         assert "service stopped" in replicas[1].log.read_text()  # graceful: the batch in hand committed
@@ -187,7 +191,7 @@ async def test_a_static_replica_restarted_keeps_its_partitions_and_is_removed_at
     admin = await _admin(env)
     try:
         partitions = await topic_partitions(admin, [env.topic(topics.CRM_INGEST)])
-        _, before = await wait_settled(admin, "echo", partitions, members=2)
+        _, before = await wait_settled(admin, group(env), partitions, members=2)
         owned = {m.instance_id: m.partitions for m in before.members}
         assert set(owned) == {"echo-1", "echo-2"}
 
@@ -195,16 +199,16 @@ async def test_a_static_replica_restarted_keeps_its_partitions_and_is_removed_at
         assert await replicas[1].wait_exit() == -signal.SIGTERM
         replicas[1] = Replica(envs[1], tmp_path / "echo-2.log")
         await replicas[1].wait_ready()
-        _, after = await wait_settled(admin, "echo", partitions, members=2)
+        _, after = await wait_settled(admin, group(env), partitions, members=2)
         assert {m.instance_id: m.partitions for m in after.members} == owned
 
         replicas[1].signal(signal.SIGTERM)
         assert await replicas[1].wait_exit() == -signal.SIGTERM
         t0 = time.monotonic()
-        assert await remove_static_members(admin, "echo", ["echo-2"]) == {"echo-2": 0}
-        members = (await describe_group(admin, "echo")).members  # every member, in whatever state the group is
+        assert await remove_static_members(admin, group(env), ["echo-2"]) == {"echo-2": 0}
+        members = (await describe_group(admin, group(env))).members  # every member, in whatever state the group is
         assert "echo-2" not in [m.instance_id for m in members]  # gone at once, not after the session timeout
-        took, view = await wait_settled(admin, "echo", partitions, members=1)
+        took, view = await wait_settled(admin, group(env), partitions, members=1)
         print(f"\nstatic member removed: echo-1 owns all partitions after {time.monotonic() - t0:.2f}s "
               "(session timeout 30 s)")
         assert [m.instance_id for m in view.members] == ["echo-1"]

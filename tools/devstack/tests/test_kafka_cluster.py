@@ -54,7 +54,8 @@ async def _produce(cluster: KafkaCluster, prefix: str, values: list[bytes]) -> N
 async def _consume(cluster: KafkaCluster, prefix: str, count: int) -> list[bytes]:
     """As the identity service in its own group, committing what it read."""
     consumer = AIOKafkaConsumer(prefix + topics.CRM_INGEST, **cluster.access().client_options("identity"),
-                                group_id="identity", auto_offset_reset="earliest", enable_auto_commit=False)
+                                group_id=cluster.access().settings("identity", prefix).group_id("identity"),
+                                auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     got: list[bytes] = []
     try:

@@ -64,9 +64,8 @@ class GroupView:
         return sorted(p for p, n in counts.items() if n > 1)
 
     def reading(self, topics: Iterable[str]) -> GroupView:
-        """Only the members subscribed to one of `topics`. Group ids are not prefixed like topics are, so test runs
-        and benches with their own topic prefix on one broker share the group `tasks` (the assignor gives each member
-        only topics it subscribes to, but every join rebalances them all)."""
+        """Only the members subscribed to one of `topics` (a client reading the group's topics under another name
+        would show here too; services' group ids carry the topic prefix, `KafkaSettings.group_id`)."""
         wanted = set(topics)
         return GroupView(self.group, self.state, [m for m in self.members if m.topics & wanted])
 

@@ -4,7 +4,8 @@ Every service and every upstream connector is its own SASL principal. A principa
 the topics whose catalog `producers` name one of its roles, read the topics whose `consumers`
 name one, join its own consumer group and nothing else. Topic names carry the deployment's
 prefix (`TopicNames`) and are bound LITERAL, so `t1.crm.ingest` never covers `t1.crm.ingest2`
-or another prefix's topics. Consumer groups are the service names (`group_id=service_name`).
+or another prefix's topics. Consumer groups are the service names under the same prefix
+(`KafkaSettings.group_id`), bound LITERAL too.
 
 `bindings(prefix)` is pure; `hub_platform.kafka_admin.apply_acls` puts them on a broker.
 """
@@ -30,7 +31,7 @@ class Principal:
     roles: tuple[str, ...]
     """The catalog producer/consumer names this principal acts as."""
     group: str | None
-    """The consumer group it may join (None: it reads without one)."""
+    """The consumer group it may join, before the deployment's prefix (None: it reads without one)."""
     replays: bool = False
     """May write back to every topic a service consumes (the dead-letter replay)."""
 
@@ -103,7 +104,7 @@ def bindings(prefix: str = "", catalog: tuple[Topic, ...] = CATALOG) -> list[Acl
             # Implied by WRITE on a topic since Kafka 3.0 (KIP-679); stated so the rules say what the producers do.
             out.add(AclBinding(user, "CLUSTER", CLUSTER, "IDEMPOTENT_WRITE"))
         if p.group and reads(p, catalog):
-            out.add(AclBinding(user, "GROUP", p.group, "READ"))
+            out.add(AclBinding(user, "GROUP", prefix + p.group, "READ"))
     for t in catalog:
         if ANY_SUBSCRIBER in t.consumers:
             out.add(AclBinding("User:*", "TOPIC", prefix + t.name, "READ"))

@@ -97,6 +97,9 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service = service
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # with "partitions assigned", each replica's ownership over time (the fault suite checks no two overlap)
+        log.info("partitions revoked", count=len(revoked),
+                 partitions=sorted(f"{self.service.topics.logical(tp.topic)}:{tp.partition}" for tp in revoked))
         for tp in revoked:
             with contextlib.suppress(KeyError):
                 metrics.CONSUMER_LAG.remove(self.service.name, self.service.topics.logical(tp.topic), str(tp.partition))
@@ -107,7 +110,7 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class HubService:
-    """One hub service process: consumer group `settings.service_name`, its schema, its relay."""
+    """One hub service process: consumer group `<topic prefix><service name>`, its schema, its relay."""
 
     def __init__(
         self,
@@ -129,6 +132,7 @@ class HubService:
         self.router = router
         self.name = settings.service_name
         self.topics = TopicNames(settings.kafka.topic_prefix)
+        self.group_id = settings.kafka.group_id(self.name)
         self.subscribed = [self.topics(t) for t in subscribe]
         self.migrations = migrations
         self.extra_routes: list[BaseRoute] = []  # the service's API (HubApi routes only: one way to attach them)
@@ -169,7 +173,7 @@ class HubService:
     def _register_subscriber(self) -> None:
         subscriber = self.broker.subscriber(
             *self.subscribed,
-            group_id=self.name,
+            group_id=self.group_id,
             group_instance_id=self.settings.kafka.group_instance_id,
             session_timeout_ms=self.settings.kafka.session_timeout_ms,
             # the others learn of a rebalance (a replica joined or left) at their next heartbeat

@@ -52,6 +52,12 @@ class KafkaSettings(BaseModel):
     replication_factor: int | None = Field(
         None, ge=1, description="For topics the service creates; unset: the cluster's size, at most 3.")
 
+    def group_id(self, service: str) -> str:
+        """The service's consumer group: its name under the topic prefix, like its topics. Two deployments or test
+        runs sharing a broker with their own prefixes then never share a group (one joining would rebalance the
+        other's replicas, and a member left behind would hold up the other's joins)."""
+        return f"{self.topic_prefix}{service}"
+
     def client_options(self) -> dict[str, object]:
         """Keyword arguments for aiokafka clients (security included)."""
         import ssl

@@ -97,21 +97,21 @@ class HubStack:
         group's own principal: on a secured broker only it may see its group and topics)."""
         out: dict[str, int] = {}
         for name, service in self.services.items():
-            out[name] = await self._lag_of(name, service.subscribed)
+            out[name] = await self._lag_of(name, service.group_id, service.subscribed)
         return out
 
-    async def _lag_of(self, group: str, subscribed: list[str]) -> int:
+    async def _lag_of(self, principal: str, group: str, subscribed: list[str]) -> int:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
-        if group not in self._lag_clients:
-            options = self.env.client_options(group)
+        if principal not in self._lag_clients:
+            options = self.env.client_options(principal)
             admin = AIOKafkaAdminClient(**options)
             consumer = AIOKafkaConsumer(**options, group_id=None)
             await admin.start()
             await consumer.start()
-            self._lag_clients[group] = (admin, consumer)
-        admin, consumer = self._lag_clients[group]
+            self._lag_clients[principal] = (admin, consumer)
+        admin, consumer = self._lag_clients[principal]
         committed = await admin.list_consumer_group_offsets(group)
         parts = []
         for topic in subscribed:
