@@ -174,7 +174,7 @@ class Pipeline:
         log_name = sc.name if tree is CURRENT else f"{sc.name}-{tree.label}"
         self.proc = h.ServiceProcess(sc.service, tree.cmd(sc.run), env, run_dir / f"{log_name}.log", cwd=tree.root)
         self.collector = h.Collector(infra.options(), self.prefix + sc.output_topic, sc.output_type)
-        self.lag = h.LagProbe(infra.options(), sc.service, [self.prefix + t for t in sc.ingest_topics])
+        self.lag = h.LagProbe(infra.options(), self.prefix + sc.service, [self.prefix + t for t in sc.ingest_topics])
         self.producer = h.producer(infra.options())
         self.tag = new_tag()
         self.seq = 0
