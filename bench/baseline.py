@@ -38,6 +38,12 @@ class Tree:
     ref: str = ""
     sha: str = ""
 
+    def group_id(self, prefix: str, service: str) -> str:
+        """The consumer group this tree's service joins: under the topic prefix since the commit that added
+        `KafkaSettings.group_id`, the bare service name before it."""
+        settings = self.root / "libs" / "platform" / "src" / "hub_platform" / "settings.py"
+        return f"{prefix}{service}" if "def group_id(" in settings.read_text() else service
+
     def cmd(self, module_or_code: str) -> list[str]:
         if module_or_code.startswith("-c "):
             return [str(self.python), "-c", module_or_code[3:]]

@@ -162,9 +162,13 @@ class Pipeline:
         self.infra = infra
         self.prefix = f"bench{new_tag()}."
         self.admin_db_dsn = admin_db_dsn
+        # The service connects as its own principal. A baseline commit may name its consumer group otherwise than
+        # the ACLs of the current catalog grant (older commits did not put the topic prefix in it), so a baseline
+        # service connects as the broker's super user, which changes nothing it does.
+        principal = sc.service if tree is CURRENT else "admin"
         env = {
             "HUB_SERVICE_NAME": sc.service,
-            **infra.access.service_env(sc.service),  # the service connects as its own principal
+            **infra.access.service_env(principal),
             "HUB_KAFKA__TOPIC_PREFIX": self.prefix,
             "HUB_DB__URL": dsn,
             "HUB_HTTP_PORT": str(h.free_port()),
@@ -174,7 +178,7 @@ class Pipeline:
         log_name = sc.name if tree is CURRENT else f"{sc.name}-{tree.label}"
         self.proc = h.ServiceProcess(sc.service, tree.cmd(sc.run), env, run_dir / f"{log_name}.log", cwd=tree.root)
         self.collector = h.Collector(infra.options(), self.prefix + sc.output_topic, sc.output_type)
-        self.lag = h.LagProbe(infra.options(), self.prefix + sc.service, [self.prefix + t for t in sc.ingest_topics])
+        self.lag = h.LagProbe(infra.options(), tree.group_id(self.prefix, sc.service), [self.prefix + t for t in sc.ingest_topics])
         self.producer = h.producer(infra.options())
         self.tag = new_tag()
         self.seq = 0
