@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
 import pytest
 
-from hub_devstack.pytest_plugin import HubEnv, KafkaProbe, envelopes, running
-from hub_identity import main as identity_main
-from hub_identity.settings import IdentitySettings
+from hub_devstack.harness import ServiceHarness, build_service
+from hub_devstack.pytest_plugin import HubEnv, KafkaProbe, running
 from hub_schema import make_event, topics
 from hub_schema.events import crm, linking, pm, requests
 from hub_schema.events.common import PermissionProfile
@@ -42,33 +40,13 @@ def crm_user(uid: str, email: str, *, version: int = 1, admin: bool = False, nam
               f"user:{uid}")
 
 
-class Out:
-    """Everything identity wrote to its output topics, accumulated across waits."""
-
-    def __init__(self, probe: KafkaProbe, reader: Any) -> None:
-        self.probe, self.reader, self.records = probe, reader, []  # type: ignore[var-annotated]
-
-    def events(self, event_type: str | None = None) -> list[Any]:
-        return envelopes(self.records, event_type)
-
-    def payloads(self, event_type: str, **match: Any) -> list[Any]:
-        return [e.payload for e in self.events(event_type)
-                if all(getattr(e.payload, k) == v for k, v in match.items())]
-
-    async def wait(self, cond: Callable[["Out"], bool], timeout: float = 30, settle: float = 0.0) -> None:
-        got = await self.probe.collect(self.reader, lambda rs: cond(self._with(rs)), timeout=timeout, settle=settle)
-        self.records.extend(got)
-
-    def _with(self, more: list[Any]) -> "Out":
-        view = Out(self.probe, self.reader)
-        view.records = self.records + more
-        return view
+OUTPUTS = (topics.IDENTITY_EVENTS, topics.PM_COMMANDS, topics.NOTIFICATION_REQUESTS)
 
 
-async def start(env: HubEnv, probe: KafkaProbe) -> tuple[Any, Out]:
-    reader = await probe.reader(topics.IDENTITY_EVENTS, topics.PM_COMMANDS, topics.NOTIFICATION_REQUESTS)
-    service = identity_main.build(env.settings(IdentitySettings, "identity"))
-    return service, Out(probe, reader)
+async def start(env: HubEnv, probe: KafkaProbe, **settings: str) -> tuple[Any, ServiceHarness]:
+    """The identity service (not started yet: each story runs it in `running(...)`) and the harness reading its output."""
+    service = build_service(env, "identity", **settings)
+    return service, ServiceHarness(env, probe, "identity", await probe.reader(*OUTPUTS), service)
 
 
 async def db_value(env: HubEnv, sql: str, *args: Any) -> Any:
@@ -94,7 +72,7 @@ async def enable(env: HubEnv, probe: KafkaProbe, revision: int = 1) -> None:
     await wait_db(env, "SELECT true FROM orgs WHERE org_id = $1 AND state = 'enabled' AND portal_id = $2", ORG, PORTAL)
 
 
-async def admin_ready(env: HubEnv, probe: KafkaProbe, out: Out, locale: str = "en", time_zone: str | None = None) -> None:
+async def admin_ready(env: HubEnv, probe: KafkaProbe, out: ServiceHarness, locale: str = "en", time_zone: str | None = None) -> None:
     await probe.send(crm_user("u-admin", "Admin@Org.example", admin=True, name="Admin", locale=locale, time_zone=time_zone))
     await out.wait(lambda o: bool(o.payloads("identity.user_access.changed", crm_user_id="u-admin")))
 
@@ -393,9 +371,7 @@ async def test_S13_pm_rejection_of_a_create_unlinks_the_pending_pair(hub_env: Hu
 async def test_S23_profile_at_time_t_read_api(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
     import httpx
 
-    reader = await kafka_probe.reader(topics.IDENTITY_EVENTS, topics.PM_COMMANDS, topics.NOTIFICATION_REQUESTS)
-    service = identity_main.build(hub_env.settings(IdentitySettings, "identity", HUB_OPERATOR_TOKEN=OPERATOR))
-    out = Out(kafka_probe, reader)
+    service, out = await start(hub_env, kafka_probe, HUB_OPERATOR_TOKEN=OPERATOR)
     async with running(service):
         await admin_ready(hub_env, kafka_probe, out)
         await kafka_probe.send(ev(requests.PermissionsChange(request_id=uuid.uuid4(), acting_user_id="u-admin",

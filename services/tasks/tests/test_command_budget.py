@@ -8,25 +8,19 @@ the next real edit resumes it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tasks_harness import World
+from hub_devstack.harness.tasks import World
 
-from hub_devstack.pytest_plugin import HubEnv, running
 from hub_platform import metrics
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def service(hub_env: HubEnv) -> AsyncIterator[object]:
-    from hub_tasks.main import build
-    from hub_tasks.settings import TasksSettings
-
-    async with running(build(hub_env.settings(TasksSettings, "tasks", HUB_TASKS__COMMAND_BUDGET="3"))) as svc:
-        yield svc
+def tasks_settings() -> dict[str, str]:
+    return {"HUB_TASKS__COMMAND_BUDGET": "3"}
 
 
 def parked_total() -> float:
@@ -57,7 +51,7 @@ async def apply_rewriting(w: World, command: Any, minutes: float) -> None:
 async def test_a_task_over_its_command_budget_is_parked_until_a_real_edit(world: World) -> None:
     await world.standard_setup()
     await world.pm_task("pt-a", 1, title="Install")
-    create = (await world.wait_for("crm.task.create"))[-1]
+    create = (await world.wait_count("crm.task.create"))[-1]
     await world.apply_crm(create, 2)
     hub_task_id = create.payload.hub_task_id
     await world.collect()
@@ -65,7 +59,7 @@ async def test_a_task_over_its_command_budget_is_parked_until_a_real_edit(world:
 
     await world.pm_task("pt-a", 3, title="T")
     for minute in range(4, 14):
-        await world.processed()
+        await world.settled()
         if "parked" in [d["decision"] for d in await world.decisions(hub_task_id=hub_task_id)]:
             break
         seen = len(updates(world.out))
@@ -80,7 +74,7 @@ async def test_a_task_over_its_command_budget_is_parked_until_a_real_edit(world:
     assert m["parked_at"] is not None and "budget" in m["parked_reason"]
 
     await world.pm_task("pt-a", 30, priority="low")  # a person's edit resumes the task
-    await world.processed()
+    await world.settled()
     decisions = await world.decisions(hub_task_id=hub_task_id)
     assert ("resumed", "real_edit") in [(d["decision"], d["reason_code"]) for d in decisions]
     assert (await world.query(sent, hub_task_id))[0]["n"] == 4

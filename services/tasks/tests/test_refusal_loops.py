@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from tasks_harness import World
+from hub_devstack.harness.tasks import World
 
 from hub_schema.events.crm import CrmCommandRejected
 from hub_schema.events.pm import PmCommandRejected
@@ -24,7 +24,7 @@ async def mirrored_pair(w: World, *, schedule_fixed: bool = False, **pm_fields: 
     """Setup, a flagged PM task pt-a mirrored to deal-1 and the CRM's echo applied: (hub_task_id, CRM task id)."""
     await w.standard_setup(schedule_fixed=schedule_fixed)
     await w.pm_task("pt-a", 1, title="Install", **pm_fields)
-    create = (await w.wait_for("crm.task.create"))[-1]
+    create = (await w.wait_count("crm.task.create"))[-1]
     echo = await w.apply_crm(create, 2)
     await w.collect()
     return create.payload.hub_task_id, echo.id
@@ -39,13 +39,13 @@ async def reject(w: World, side: str, command: Any, code: str = "locked") -> Non
 
 
 async def commands_of(w: World, hub_task_id: uuid.UUID) -> list[dict[str, Any]]:
-    await w.processed()
+    await w.settled()
     return await w.query("SELECT target, kind, cause, reverts_command_id, outcome FROM tasks.task_commands "
                          "WHERE hub_task_id = $1 ORDER BY sent_at, kind", hub_task_id)
 
 
 async def conflicts(w: World, hub_task_id: uuid.UUID) -> list[dict[str, Any]]:
-    await w.processed()
+    await w.settled()
     return [d for d in await w.decisions(hub_task_id=hub_task_id) if d["decision"] == "conflict"]
 
 
@@ -54,9 +54,9 @@ async def test_crm_change_refused_by_pm_then_revert_refused_by_crm_ends_in_one_c
 
     hub_task_id, ct = await mirrored_pair(world)
     await world.crm_task(ct, 3, subject="Install v2", acting="u-1")
-    change = (await world.wait_for("pm.task.update"))[-1]
+    change = (await world.wait_count("pm.task.update"))[-1]
     await reject(world, "pm", change)
-    revert = (await world.wait_for("crm.task.update"))[-1]
+    revert = (await world.wait_count("crm.task.update"))[-1]
     assert {c.field: c.value for c in revert.payload.changes} == {"title": "Install"}
     await reject(world, "crm", revert)
     [conflict] = await conflicts(world, hub_task_id)
@@ -72,7 +72,7 @@ async def test_crm_change_refused_by_pm_then_revert_refused_by_crm_ends_in_one_c
 
     # readable over the history API, with the org's service key
     key = await world.service_key()
-    await world.processed()
+    await world.settled()
     app = service.http_app()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tasks",
                                  headers={"Authorization": f"Bearer {key}"}) as client:
@@ -81,16 +81,16 @@ async def test_crm_change_refused_by_pm_then_revert_refused_by_crm_ends_in_one_c
 
     # the next real edit goes through as usual
     await world.pm_task("pt-a", 10, title="Install v3")
-    nxt = (await world.wait_for("crm.task.update", 2))[-1]
+    nxt = (await world.wait_count("crm.task.update", 2))[-1]
     assert {c.field: c.value for c in nxt.payload.changes} == {"title": "Install v3"}
 
 
 async def test_pm_change_refused_by_crm_then_revert_refused_by_pm_ends_in_one_conflict(world: World) -> None:
     hub_task_id, ct = await mirrored_pair(world)
     await world.pm_task("pt-a", 3, due_date=date(2024, 6, 1))
-    change = (await world.wait_for("crm.task.update"))[-1]
+    change = (await world.wait_count("crm.task.update"))[-1]
     await reject(world, "crm", change)
-    revert = (await world.wait_for("pm.task.update"))[-1]
+    revert = (await world.wait_count("pm.task.update"))[-1]
     assert {c.field: c.value for c in revert.payload.changes} == {"due_date": None}
     await reject(world, "pm", revert)
     [conflict] = await conflicts(world, hub_task_id)
@@ -101,14 +101,14 @@ async def test_pm_change_refused_by_crm_then_revert_refused_by_pm_ends_in_one_co
     assert len(world.of("pm.task.update")) == 1 and len(world.of("crm.task.update")) == 1
 
     await world.crm_task(ct, 10, priority="high", acting="u-1")  # a real edit on the other side
-    nxt = (await world.wait_for("pm.task.update", 2))[-1]
+    nxt = (await world.wait_count("pm.task.update", 2))[-1]
     assert {c.field: c.value for c in nxt.payload.changes} == {"priority": "high"}
 
 
 async def test_S11_due_date_refused_by_the_hub_then_correction_refused_by_crm_ends_in_one_conflict(world: World) -> None:
     hub_task_id, ct = await mirrored_pair(world, schedule_fixed=True, due_date=date(2024, 5, 1))
     await world.crm_task(ct, 3, due_date=date(2024, 7, 1), acting="u-1")
-    correction = (await world.wait_for("crm.task.update"))[-1]
+    correction = (await world.wait_count("crm.task.update"))[-1]
     assert {c.field: c.value for c in correction.payload.changes} == {"due_date": date(2024, 5, 1)}
     await reject(world, "crm", correction)
     [conflict] = await conflicts(world, hub_task_id)
@@ -123,11 +123,11 @@ async def test_S11_due_date_refused_by_the_hub_then_correction_refused_by_crm_en
 async def test_S10_subtask_reopen_refused_by_pm_then_revert_refused_by_crm_ends_in_one_conflict(world: World) -> None:
     hub_task_id, ct = await mirrored_pair(world)
     await world.pm_task("pt-a", 3, status="closed")
-    await world.apply_crm((await world.wait_for("crm.task.update"))[-1], 4)
+    await world.apply_crm((await world.wait_count("crm.task.update"))[-1], 4)
     await world.crm_task(ct, 5, status="open", acting="u-1")  # the hub does not know the parent: it asks the PM tool
-    change = (await world.wait_for("pm.task.update"))[-1]
+    change = (await world.wait_count("pm.task.update"))[-1]
     await reject(world, "pm", change, "parent_task_closed")
-    revert = (await world.wait_for("crm.task.update", 2))[-1]
+    revert = (await world.wait_count("crm.task.update", 2))[-1]
     assert {c.field: c.value for c in revert.payload.changes} == {"status": "closed"}
     await reject(world, "crm", revert)
     [conflict] = await conflicts(world, hub_task_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tasks_harness import ORG, T0, World, at
+from hub_devstack.harness.tasks import ORG, T0, World, at
 
 from hub_schema import make_event, topics
 from hub_schema.events import crm, linking
@@ -32,7 +32,7 @@ async def test_integration_changed_posing_on_pm_ingest_is_dead_lettered(world: W
 async def test_command_echo_from_another_org_changes_nothing(world: World) -> None:
     await world.standard_setup()
     await world.pm_task("pt-a", 1, title="Install", add_to_crm=True)
-    create = (await world.wait_for("crm.task.create"))[-1]
+    create = (await world.wait_count("crm.task.create"))[-1]
     command_id = create.payload.command_id
     other = "org-mallory"
     echo = crm.CrmTaskUpserted(id="ct-evil", record_type="deal", record_id="deal-1", subject="hijacked",
@@ -43,7 +43,7 @@ async def test_command_echo_from_another_org_changes_nothing(world: World) -> No
     for payload in (echo, refusal):
         await world.probe.send(make_event(payload, org_id=other, entity_key="task:ct-evil", producer="crm", origin="crm"))
         world.sent += 1
-    await world.processed()
+    await world.settled()
     mapping = (await world.query("SELECT * FROM tasks.task_mappings WHERE org_id = $1 AND pm_task_id = 'pt-a'", ORG))[0]
     assert mapping["crm_task_id"] is None
     command = (await world.query("SELECT * FROM tasks.task_commands WHERE command_id = $1", command_id))[0]
@@ -51,6 +51,6 @@ async def test_command_echo_from_another_org_changes_nothing(world: World) -> No
     assert await world.query("SELECT * FROM tasks.task_mappings WHERE org_id = $1", other) == []
     # org-1's own echo still binds the mapping: the command id was untouched
     bound = await world.apply_crm(create, 3)
-    await world.processed()
+    await world.settled()
     mapping = (await world.query("SELECT * FROM tasks.task_mappings WHERE org_id = $1 AND pm_task_id = 'pt-a'", ORG))[0]
     assert mapping["crm_task_id"] == bound.id

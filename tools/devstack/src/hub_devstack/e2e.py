@@ -23,6 +23,7 @@ import asyncpg
 import httpx
 import uvicorn
 
+from hub_devstack.harness import build_service
 from hub_devstack.pytest_plugin import HubEnv, free_port
 from hub_devstack.smtp_sink import SmtpSink
 
@@ -32,22 +33,12 @@ OPERATOR_TOKEN = "e2e-operator-" + secrets.token_urlsafe(32)
 
 
 def _build(name: str, env: HubEnv, extra: dict[str, str]) -> Any:
-    if name == "identity":
-        from hub_identity.main import build
-        from hub_identity.settings import IdentitySettings as S
-    elif name == "linking":
-        from hub_linking.main import build
-        from hub_linking.settings import LinkingSettings as S
-    elif name == "tasks":
-        from hub_tasks.main import build
-        from hub_tasks.settings import TasksSettings as S
-    elif name == "notifications":
-        from hub_notifications.main import build
-        from hub_notifications.settings import NotificationsSettings as S
-    else:
-        from hub_sandbox.main import build
-        from hub_sandbox.settings import SandboxSettings as S
-    return build(env.settings(S, name, **extra))
+    if name != "sandbox":
+        return build_service(env, name, **extra)
+    from hub_sandbox.main import build
+    from hub_sandbox.settings import SandboxSettings
+
+    return build(env.settings(SandboxSettings, name, **extra))
 
 
 @dataclass

@@ -1,29 +1,24 @@
-"""Test harness (used by this service's tests and end-to-end tests): a running linking service on the real broker and DB.
+"""The linking service under test (its own tests and some end-to-end tests): `hub_devstack.harness`'s
+ServiceHarness with the vocabulary of linking's stories (users, portals, projects, accounts, deals,
+enable requests) and its HTTP API (service keys, the projects tab).
 
-`linking` starts the service in the test's event loop, serves its Starlette app with
-uvicorn on a free port, and gives helpers to publish upstream events / requests, wait
-until the service handled them (its inbox), and read what it published.
+The `linking` fixture runs the real service in the test's event loop and serves its HTTP API.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import asyncpg
-import httpx
 import pytest
-import uvicorn
 
-from hub_devstack.pytest_plugin import HubEnv, KafkaProbe, envelopes, running
-from hub_linking.main import build
-from hub_linking.settings import LinkingSettings
-from hub_schema import make_event, topics
+from hub_devstack.harness import ServiceHarness, service_harness
+from hub_devstack.pytest_plugin import HubEnv, KafkaProbe
+from hub_schema import topics
 from hub_schema.events import crm, identity, pm, requests
 from hub_schema.events.common import PermissionProfile
 from hub_schema.registry import Payload
@@ -35,77 +30,16 @@ ALL_PERMS = PermissionProfile(role="manager", permissions=["add_task", "edit_pro
 NO_PERMS = PermissionProfile(role="employee", permissions=["add_task"])
 
 
-class Harness:
-    def __init__(self, env: HubEnv, probe: KafkaProbe, service: Any, http: httpx.AsyncClient, reader: Any) -> None:
-        self.env = env
-        self.probe = probe
-        self.service = service
-        self.http = http
-        self.reader = reader
-        self.sent = 0
-        self.records: list[Any] = []
+class Harness(ServiceHarness):
+    """The linking service under test, with the upstreams' and identity's events it reacts to."""
 
-    # --- publishing -----------------------------------------------------------------------------
-
-    async def send(self, payload: Payload, *, org: str = ORG, key: str | None = None, origin: str = "crm") -> Any:
-        env = make_event(payload, org_id=org, entity_key=key or f"{payload.EVENT_TYPE}:{uuid.uuid4().hex[:6]}",
-                         producer="test", origin=origin)  # type: ignore[arg-type]
-        await self.probe.send(env)
-        self.sent += 1
-        return env
+    async def send(self, payload: Payload, *, org: str = ORG, key: str | None = None,  # type: ignore[override]
+                   origin: str = "crm") -> Any:
+        return await super().send(payload, org=org, key=key or f"{payload.EVENT_TYPE}:{uuid.uuid4().hex[:6]}",
+                                  origin=origin)
 
     async def request(self, payload: Payload, *, org: str = ORG) -> Any:
         return await self.send(payload, org=org, key=f"org:{org}")
-
-    async def settled(self, timeout: float = 30.0) -> None:
-        """Wait until the service handled every event sent so far (its inbox has a row per event)."""
-        conn = await self.db()
-        try:
-            deadline = asyncio.get_running_loop().time() + timeout
-            while True:
-                n = await conn.fetchval("SELECT count(*) FROM inbox")
-                if n >= self.sent:
-                    return
-                if asyncio.get_running_loop().time() > deadline:
-                    raise AssertionError(f"service handled {n} of {self.sent} events")
-                await asyncio.sleep(0.1)
-        finally:
-            await conn.close()
-
-    async def db(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.env.dsns["linking"])
-
-    # --- reading what the service published --------------------------------------------------------
-
-    async def wait_for(self, pred: Callable[[list[Any]], bool], timeout: float = 30.0, settle: float = 0.0) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        settle_until: float | None = None
-        while True:
-            evs = envelopes(self.records)
-            if settle_until is None and pred(evs):
-                if settle <= 0:
-                    return evs
-                settle_until = loop.time() + settle
-            if settle_until is not None and loop.time() >= settle_until:
-                return envelopes(self.records)
-            if loop.time() > deadline:
-                raise AssertionError(f"timed out; saw {[e.event_type for e in evs]}")
-            batch = await self.reader.getmany(timeout_ms=200)
-            for recs in batch.values():
-                self.records.extend(recs)
-
-    async def quiet(self, seconds: float = 1.5) -> list[Any]:
-        """Everything published so far, after letting the relay drain."""
-        await self.settled()
-        return await self.wait_for(lambda evs: True, settle=seconds)
-
-    def of(self, event_type: str, evs: list[Any] | None = None) -> list[Any]:
-        return [e for e in (evs if evs is not None else envelopes(self.records)) if e.event_type == event_type]
-
-    async def one(self, event_type: str, pred: Callable[[Any], bool] = lambda e: True, timeout: float = 30.0) -> Any:
-        evs = await self.wait_for(lambda es: any(e.event_type == event_type and pred(e) for e in es), timeout=timeout)
-        return next(e for e in evs if e.event_type == event_type and pred(e))
 
     # --- HTTP -----------------------------------------------------------------------------------
 
@@ -205,17 +139,7 @@ def sha256(key: str) -> str:
 
 @pytest.fixture
 async def linking(hub_env: HubEnv, kafka_probe: KafkaProbe) -> AsyncIterator[Harness]:
-    settings = hub_env.settings(LinkingSettings, "linking", HUB_LINKING_ADMIN_TOKEN=ADMIN_TOKEN)
-    service = build(settings)
-    async with running(service):
-        reader = await kafka_probe.reader(topics.LINKING_EVENTS, topics.PM_COMMANDS, topics.NOTIFICATION_REQUESTS)
-        config = uvicorn.Config(service.asgi(), host="127.0.0.1", port=settings.http_port, lifespan="off",
-                                log_level="warning", access_log=False)
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.05)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=10) as http:
-            yield Harness(hub_env, kafka_probe, service, http, reader)
-        server.should_exit = True
-        await task
+    async with service_harness(hub_env, kafka_probe, "linking", cls=Harness, serve_http=True,
+                               outputs=(topics.LINKING_EVENTS, topics.PM_COMMANDS, topics.NOTIFICATION_REQUESTS),
+                               HUB_LINKING_ADMIN_TOKEN=ADMIN_TOKEN) as harness:
+        yield harness

@@ -1,59 +1,49 @@
-"""Test harness: plays the CRM, the PM tool, linking and identity around the real tasks service.
+"""The tasks service under test: plays the CRM, the PM tool, linking and identity around it.
 
-Everything goes through the real broker and database: the harness produces the
-other services' and the upstreams' events with `kafka_probe`, reads the
-service's commands/events from their topics, and applies commands to small
-in-memory "upstream" records the way a connector would (bumping the record
-version and echoing the change with the command's `command_id`).
+`hub_devstack.harness`'s ServiceHarness with the vocabulary of the tasks stories: the harness
+produces the other services' and the upstreams' events, reads the service's commands and
+events from their topics, and applies commands to small in-memory "upstream" records the way
+a connector would (bumping the record version and echoing the change with the command's
+`command_id`). The `world` fixture runs the real service in the test's event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import asyncpg
+import pytest
 
-from hub_devstack.pytest_plugin import HubEnv, KafkaProbe, envelopes
-from hub_schema import Payload, make_event, topics
+from hub_devstack.harness import ServiceHarness, service_harness
+from hub_devstack.pytest_plugin import HubEnv, KafkaProbe
+from hub_schema import topics
 from hub_schema.events import crm, identity, linking, pm
 from hub_schema.events.common import PermissionProfile, RecordRef
 
 ORG = "org-1"
 PORTAL = "portal-1"
 T0 = datetime(2024, 4, 1, 9, 0, tzinfo=timezone.utc)
+OUTPUTS = (topics.CRM_COMMANDS, topics.PM_COMMANDS, topics.TASKS_EVENTS, topics.NOTIFICATION_REQUESTS)
 
 
 def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-class World:
-    def __init__(self, env: HubEnv, probe: KafkaProbe) -> None:
-        self.env = env
-        self.probe = probe
-        self.sent = 0
-        self.out: list[Any] = []
-        self.reader: Any = None
+class World(ServiceHarness):
+    """The tasks service under test and, around it, the CRM and the PM tool with their task records."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.pm: dict[str, pm.PmTaskUpserted] = {}
         self.crm: dict[str, crm.CrmTaskUpserted] = {}
         self._ids = itertools.count(1)
         self._rev = itertools.count(1)
 
-    async def start(self) -> None:
-        self.reader = await self.probe.reader(topics.CRM_COMMANDS, topics.PM_COMMANDS, topics.TASKS_EVENTS,
-                                              topics.NOTIFICATION_REQUESTS)
-
     # --- producing ------------------------------------------------------------------
-
-    async def send(self, payload: Payload, origin: str = "hub", key: str = "k") -> Any:
-        env = make_event(payload, org_id=ORG, entity_key=key, producer="test", origin=origin)  # type: ignore[arg-type]
-        await self.probe.send(env)
-        self.sent += 1
-        return env
 
     async def service_key(self, org: str = ORG) -> str:
         """A new key for the org, announced as linking announces it (only its SHA-256 travels)."""
@@ -61,11 +51,9 @@ class World:
         import secrets
 
         key = "hk_" + secrets.token_urlsafe(32)
-        env = make_event(linking.ServiceKeyRotated(key_id=uuid.uuid4(), key_sha256=hashlib.sha256(key.encode()).hexdigest(),
-                                                   rotated_by="u-admin", rotated_at=datetime.now(timezone.utc)),
-                         org_id=org, entity_key=f"{org}:service_key", producer="test", origin="hub")
-        await self.probe.send(env)
-        self.sent += 1
+        await self.send(linking.ServiceKeyRotated(key_id=uuid.uuid4(), key_sha256=hashlib.sha256(key.encode()).hexdigest(),
+                                                  rotated_by="u-admin", rotated_at=datetime.now(timezone.utc)),
+                        org=org, key=f"{org}:service_key")
         return key
 
     async def enable(self, enabled: bool = True) -> None:
@@ -99,7 +87,7 @@ class World:
         await self.link("proj-1", "deal", "deal-1")
         await self.user("u-1", "pu-1", ["add_task"], time_zone="Europe/Berlin")
         await self.user("u-2", "pu-2", ["associate_project"])
-        await self.processed()
+        await self.settled()
 
     async def pm_task(self, task_id: str, minutes: float, **fields: Any) -> pm.PmTaskUpserted:
         """The PM tool creates or changes a task (a person did it: no command_id)."""
@@ -128,48 +116,6 @@ class World:
         return task
 
     # --- reading -----------------------------------------------------------------------
-
-    async def processed(self, timeout: float = 30) -> None:
-        """Wait until the service has handled every event the harness sent (its inbox has them all)."""
-        conn = await self.db()
-        try:
-            deadline = asyncio.get_running_loop().time() + timeout
-            while True:
-                n = await conn.fetchval("SELECT count(*) FROM tasks.inbox")
-                if n >= self.sent:
-                    return
-                if asyncio.get_running_loop().time() > deadline:
-                    raise AssertionError(f"service handled {n} of {self.sent} events")
-                await asyncio.sleep(0.1)
-        finally:
-            await conn.close()
-
-    async def collect(self, until: Any = None, settle: float = 1.0, timeout: float = 30) -> list[Any]:
-        """Read the service's output so far (commands, events, notifications) until `until(all)` holds."""
-        await self.processed()
-        cond = until or (lambda evs: True)
-        got = await self.probe.collect(self.reader, lambda rs: cond(self.out + envelopes(rs)), timeout=timeout,
-                                       settle=settle)
-        self.out.extend(envelopes(got))
-        return self.out
-
-    def of(self, event_type: str) -> list[Any]:
-        return [e for e in self.out if e.event_type == event_type]
-
-    async def wait_for(self, event_type: str, count: int = 1, settle: float = 1.0) -> list[Any]:
-        await self.collect(lambda evs: sum(e.event_type == event_type for e in evs) >= count, settle=settle)
-        return self.of(event_type)
-
-    async def db(self) -> asyncpg.Connection:
-        base, _, _ = self.env.admin_dsn.rpartition("/")
-        return await asyncpg.connect(f"{base}/{self.env.database}")
-
-    async def query(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        conn = await self.db()
-        try:
-            return [dict(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            await conn.close()
 
     async def decisions(self, **where: Any) -> list[dict[str, Any]]:
         col, val = next(iter(where.items()))
@@ -211,3 +157,21 @@ class World:
         self.pm[task.id] = task
         await self.send(task, origin="pm", key=f"task:{task.id}")
         return task
+
+
+@pytest.fixture
+def tasks_settings() -> dict[str, str]:
+    """Extra HUB_* settings of the tasks service under test; a test module overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture
+async def world(hub_env: HubEnv, kafka_probe: KafkaProbe, tasks_settings: dict[str, str]) -> AsyncIterator[World]:
+    async with service_harness(hub_env, kafka_probe, "tasks", cls=World, outputs=OUTPUTS, **tasks_settings) as harness:
+        yield harness
+
+
+@pytest.fixture
+def service(world: World) -> Any:
+    """The running tasks service object (its settings, retention rules, ASGI app)."""
+    return world.service
