@@ -53,10 +53,14 @@ async def upsert_rows(conn: asyncpg.Connection, table: str, rows: Sequence[Any],
 
     `columns` defaults to the first row's fields. Two rows with the same key in one call are applied in order
     (the later one wins, or the newer one with `version`).
+
+    The rows are written in key order (a stable sort, so the order of one key's rows holds): two transactions
+    writing overlapping keys of a table (two replicas, or two partition groups of one consumer) then lock them
+    in the same order and wait for each other instead of deadlocking.
     """
     if not rows:
         return 0
-    mappings = [_as_mapping(r) for r in rows]
+    mappings = sorted((_as_mapping(r) for r in rows), key=lambda m: tuple(str(m[k]) for k in key))
     columns = list(columns or mappings[0].keys())
     await conn.executemany(upsert_sql(table, columns, key=key, version=version, update=update),
                            [tuple(m[c] for c in columns) for m in mappings])

@@ -62,6 +62,12 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+YIELD_EVERY = 50
+"""On the optimistic path the handlers change in-memory state and rarely wait; every this many events the batch
+lets the event loop run the relay, the other partition group and the HTTP API, which would otherwise wait for
+the whole batch's CPU (measured: the relay's share of the latency was the batch's length)."""
+
+
 class DatabaseUnresponsive(ConnectionError):
     """A statement timed out and the database did not answer a trivial query either: an outage, not the message
     (a ConnectionError, so one of the INFRASTRUCTURE_ERRORS: the batch is retried, nothing is dead-lettered)."""
@@ -102,6 +108,9 @@ class HandlerContext:
     state: Any = None
     """The service's `BatchState` for this batch (None if its router has no `state` loader)."""
     committed: list[Callable[[], None]] = field(default_factory=list)
+    trace_headers: dict[str, str] | None = None
+    """The handler span's traceparent, made at the first emit (the span does not change within a handler;
+    propagating it per emitted event was ~9% of the tasks service's CPU)."""
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the batch's transaction committed (metrics, logs that must not count a retry twice);
@@ -159,7 +168,9 @@ class HandlerContext:
             causation_id=incoming.event_id,
             event_id=event_id,
         )
-        row = OutboxRow(self.topics(topic or type(payload).TOPIC), entity_key, current_trace_headers(), encode(envelope),
+        if self.trace_headers is None:
+            self.trace_headers = current_trace_headers()
+        row = OutboxRow(self.topics(topic or type(payload).TOPIC), entity_key, self.trace_headers, encode(envelope),
                         envelope.event_id)
         if self.outbox is not None:
             self.outbox.append(row)
@@ -252,6 +263,20 @@ def dead_letter_headers(record: Record, consumer: str, code: str, reason: str, a
         "x-dlq-key": (record.key or b"").decode("utf-8", "replace"),
         "x-dlq-at": str(int(time.time() * 1000)),
     }
+
+
+def partition_groups(records: Sequence[Record], groups: int) -> list[list[Record]]:
+    """Split a fetched batch into at most `groups` lists, whole partitions each and in record order within each,
+    balanced by record count (the largest partitions placed first, each on the lightest group)."""
+    by_partition: dict[tuple[str, int], list[Record]] = {}
+    for record in records:
+        by_partition.setdefault((record.topic, record.partition), []).append(record)
+    if groups <= 1 or len(by_partition) <= 1:
+        return [list(records)] if records else []
+    out: list[list[Record]] = [[] for _ in range(min(groups, len(by_partition)))]
+    for part in sorted(by_partition.values(), key=len, reverse=True):
+        min(out, key=len).extend(part)
+    return out
 
 
 class BatchProcessor:
@@ -361,7 +386,9 @@ class BatchProcessor:
                     OPTIMISTIC_FALLBACKS.labels(self.consumer).inc()
                     await tx.rollback()
                     return False
-                for record, item in parsed:
+                for position, (record, item) in enumerate(parsed):
+                    if position % YIELD_EVERY == YIELD_EVERY - 1:
+                        await asyncio.sleep(0)
                     if isinstance(item, InvalidEvent):
                         await self._dead_letter(conn, record, item.code, item.reason, 1, outbox)
                     elif item.event_type not in self.router.handlers:

@@ -20,6 +20,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from hub_platform import failpoints, metrics
+from hub_platform.db import json_text
 from hub_platform.logs import get_logger
 from hub_platform.settings import KafkaSettings
 
@@ -72,7 +73,7 @@ async def write_outbox_rows(conn: asyncpg.Connection, rows: Sequence[OutboxRow])
 
 
 def _headers_json(headers: Mapping[str, str] | None) -> str:
-    return json.dumps(dict(headers)) if headers else "{}"
+    return json_text(dict(headers)) if headers else "{}"
 
 
 def make_producer(kafka: KafkaSettings, **overrides: object) -> AIOKafkaProducer:
@@ -149,7 +150,7 @@ class OutboxRelay:
         conn = await asyncpg.connect(self.dsn, server_settings={"search_path": self.schema, "application_name": f"hub-{self.service}-relay",
                                                                 "synchronous_commit": "off"})
         try:
-            await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+            await conn.set_type_codec("jsonb", encoder=json_text, decoder=json.loads, schema="pg_catalog")
             # woken by every outbox write committed in this schema, by any replica (this process also wakes it
             # directly); a relay waiting for the leader's lock tries again then too, so it takes over without a poll
             await conn.add_listener(NOTIFY_PREFIX + self.schema, self._notified)

@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute
 
 from hub_platform import db, env_names, failpoints, metrics
 from hub_platform.http import BodySizeLimit, HubApi, app_of, require_strong_tokens
-from hub_platform.consumer import BatchProcessor, Router
+from hub_platform.consumer import BatchProcessor, Router, partition_groups
 from hub_platform.kafka_admin import ensure_topics
 from hub_platform.logs import configure_logging, get_logger
 from hub_platform.outbox import OutboxRelay
@@ -201,7 +201,8 @@ class HubService:
         @subscriber
         async def on_batch(body: Any, message: KafkaMessage) -> None:
             assert self.processor is not None, "service not started"
-            await self.processor.process(message.raw_message)
+            groups = partition_groups(message.raw_message, self.settings.kafka.batch_concurrency)
+            await asyncio.gather(*(self.processor.process(group) for group in groups))
             failpoints.hit("consumer.after_commit")
             await message.ack()
             self._record_lag(message)
