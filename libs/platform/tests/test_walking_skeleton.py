@@ -211,3 +211,25 @@ async def test_work_undone_in_a_savepoint_publishes_nothing(hub_env: HubEnv, kaf
         pongs = await kafka_probe.collect(out, lambda rs: any(e.payload.seq == 5 for e in envelopes(rs)), settle=1.0)
     assert [e.payload.seq for e in envelopes(pongs)] == [1, 3, 5]
     assert await count_rows(hub_env) == 3
+
+
+async def test_partition_groups_in_concurrent_transactions_keep_one_effect_each_and_per_key_order(
+        hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """HUB_KAFKA__BATCH_CONCURRENCY=3: a backlog over many keys (so every partition) is handled in concurrent
+    transactions; every ping has one effect, and each key's pongs come out in the order of its pings."""
+    await _provision_echo(hub_env)
+    keys = [f"diag:{k}" for k in range(12)]
+    sent = [ping(seq, keys[seq % len(keys)]) for seq in range(600)]
+    for env in sent:  # the backlog is on the broker before the service starts: big, multi-partition batches
+        await kafka_probe.send(env)
+    settings = hub_env.settings(echo.EchoSettings, "echo", HUB_KAFKA__BATCH_CONCURRENCY="3")
+    assert settings.kafka.batch_concurrency == 3
+    async with running(echo.build(settings)):
+        out = await kafka_probe.reader(topics.TASKS_EVENTS)
+        records = await kafka_probe.collect(out, lambda rs: len(rs) >= len(sent), timeout=60, settle=1.0)
+    pongs = envelopes(records, "diag.pong")
+    assert sorted(p.payload.seq for p in pongs) == list(range(600))
+    for key in keys:
+        seqs = [p.payload.seq for p in pongs if p.envelope.entity_key == key]
+        assert seqs == sorted(seqs), f"{key} out of order"
+    assert await count_rows(hub_env) == 600

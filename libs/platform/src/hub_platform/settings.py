@@ -25,12 +25,13 @@ class KafkaSettings(BaseModel):
     batch_max_records: int = Field(500, ge=1, description="Records handled in one database transaction at most.")
     batch_timeout_ms: int = Field(50, ge=1)
     batch_concurrency: int = Field(
-        2, ge=1,
+        1, ge=1,
         description=(
             "A fetched batch is split by partition into up to this many groups, each handled in its own database "
             "transaction at the same time (one partition is never split, so per-key order holds; offsets are "
-            "committed once every group committed). One replica otherwise waits for PostgreSQL (its statements, "
-            "the commit's flush) with the CPU idle: measured, 1 → 2 gave tasks ≈1.3× on one process."
+            "committed once every group committed). For a database far away (each statement a network round trip): "
+            "the groups overlap their waits. Measured on the 2-core bench machine, where the service's own CPU is the "
+            "limit, 2 gave no gain (tasks 768/s against 810/s with 1; bench/RESULTS.md), hence 1."
         ),
     )
     fetch_max_wait_ms: int = Field(
