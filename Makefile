@@ -40,7 +40,7 @@ test-all: install ## everything, the long fault suite included
 	@mkdir -p reports
 	$(UV) run pytest --junitxml=reports/junit-all.xml $(PYTEST_ARGS)
 
-faults: install ## the long fault suites (echo+tasks+notifications; all four services on 3 brokers): kills, broker/DB/SMTP restarts, bad inputs (HUB_FAULTS_EVENTS, HUB_FAULTS_KILLS, HUB_FAULTS_RATE); figures in docs/faults/LAST_RUN.md
+faults: install ## the long fault suites (echo+tasks+notifications; all four services on 3 brokers): kills, broker/DB/SMTP restarts, bad inputs (HUB_FAULTS_EVENTS, HUB_FAULTS_KILLS, HUB_FAULTS_RATE, HUB_FAULTS_LANES); figures in docs/faults/LAST_RUN.md
 	$(UV) run pytest tests/faults -m slow -s $(PYTEST_ARGS)
 
 contracts: install ## export every event's JSON Schema and every service's AsyncAPI document to contracts/

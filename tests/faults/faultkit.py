@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -1194,3 +1195,57 @@ def write_last_run(figures: Figures) -> Path:
     out = DOCS / "LAST_RUN.md"
     out.write_text("\n".join(parts))
     return out
+
+
+async def stop_everything(figures: Figures, started: float, *, traffic_task: asyncio.Task[Any] | None,
+                          watcher: Watcher | None, ownership: OwnershipWatch | None, producer: Producer | None,
+                          services: dict[str, ServiceProc], infra: Infra) -> None:
+    """The end of a run, whatever happened: stop the traffic and the watchers (keeping what the ownership watch
+    saw), the producer, every service and the servers; the run's duration."""
+    if traffic_task is not None and not traffic_task.done():
+        traffic_task.cancel()
+    if watcher is not None:
+        await watcher.stop()
+    if ownership is not None:
+        await ownership.stop()
+        figures.ownership_samples, figures.owned_twice = ownership.samples, ownership.owned_twice
+        figures.most_members = ownership.most_members
+    if producer is not None:
+        await producer.close()
+    for svc in services.values():
+        svc.stop()
+    infra.stop()
+    figures.duration_s = now() - started
+
+
+def conclude(figures: Figures, tmp: str | Path, logdir: Path, recovery_timeout: float) -> Figures:
+    """What every run checks beyond its own effects (each fault recovered, no partition owned twice, ownership
+    sampled, lag 0, services ready), then the report: printed, written to LAST_RUN.md, and the run's directory
+    kept only when something is wrong."""
+    for f in figures.faults:
+        if f.recovered_s is None:
+            figures.problems.append(f"no recovery within {recovery_timeout:.0f}s after {f.kind} of {f.target}")
+    if figures.owned_twice:
+        figures.problems.append(f"partitions owned by two members at once (coordinator): {figures.owned_twice[:5]}")
+    if figures.ownership_samples == 0:
+        figures.problems.append("the partition ownership was never sampled")
+    if figures.final_lag != 0:
+        figures.problems.append(f"consumer lag at the end: {figures.final_lag}")
+    if not all(figures.services_ready.values()):
+        figures.problems.append("a service is not ready at the end")
+    print("\n" + figures.text(), flush=True)
+    print(f"[faults] written {write_last_run(figures)}", flush=True)
+    if figures.problems:
+        print(f"[faults] kept {tmp} (service logs in {logdir})", flush=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return figures
+
+
+def assert_clean(figures: Figures) -> None:
+    assert figures.lost == 0, figures.text()
+    assert figures.duplicated == 0, figures.text()
+    assert figures.order_violations == 0, figures.text()
+    assert figures.dlq_found == figures.dlq_expected, figures.text()
+    assert figures.dlq_unexpected == 0, figures.text()
+    assert not figures.problems, figures.text()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,9 +24,9 @@ import asyncpg
 import pytest
 
 from faultkit import (
-    Figures, Infra, LagProbe, OwnershipWatch, PingTraffic, Producer, Recovery, ServiceProc, Watcher, check_echo,
-    check_notifications, check_tasks, echo_service, inject, negative_controls, notifications_service, now, tasks_service,
-    write_last_run,
+    Figures, Infra, LagProbe, OwnershipWatch, PingTraffic, Producer, Recovery, ServiceProc, Watcher, assert_clean,
+    check_echo, check_notifications, check_tasks, conclude, echo_service, inject, negative_controls,
+    notifications_service, now, stop_everything, tasks_service,
 )
 from hub_schema import topics
 
@@ -150,38 +149,9 @@ async def run_suite(mode: str, *, min_events: int, rate: float, plan: list[str],
         if controls:
             figures.problems.extend(f"negative control: {p}" for p in await negative_controls(infra, traffic))
     finally:
-        if traffic_task is not None and not traffic_task.done():
-            traffic_task.cancel()
-        if watcher is not None:
-            await watcher.stop()
-        if ownership is not None:
-            await ownership.stop()
-            figures.ownership_samples, figures.owned_twice = ownership.samples, ownership.owned_twice
-            figures.most_members = ownership.most_members
-        if producer is not None:
-            await producer.close()
-        for svc in services.values():
-            svc.stop()
-        infra.stop()
-        figures.duration_s = now() - started
-    for f in figures.faults:
-        if f.recovered_s is None:
-            figures.problems.append(f"no recovery within {RECOVERY_TIMEOUT:.0f}s after {f.kind} of {f.target}")
-    if figures.owned_twice:
-        figures.problems.append(f"partitions owned by two members at once: {figures.owned_twice[:5]}")
-    if figures.ownership_samples == 0:
-        figures.problems.append("the partition ownership was never sampled")
-    if figures.final_lag != 0:
-        figures.problems.append(f"consumer lag at the end: {figures.final_lag}")
-    if not all(figures.services_ready.values()):
-        figures.problems.append("a service is not ready at the end")
-    print("\n" + figures.text(), flush=True)
-    print(f"[faults] written {write_last_run(figures)}", flush=True)
-    if figures.problems:
-        print(f"[faults] kept {tmp} (service logs in {logdir})", flush=True)
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return figures
+        await stop_everything(figures, started, traffic_task=traffic_task, watcher=watcher, ownership=ownership,
+                              producer=producer, services=services, infra=infra)
+    return conclude(figures, tmp, logdir, RECOVERY_TIMEOUT)
 
 
 async def backlog(infra: Infra) -> int:
@@ -197,15 +167,6 @@ async def backlog(infra: Infra) -> int:
             " + (SELECT count(*) FROM notifications.deliveries WHERE state IN ('pending', 'sending'))")
     finally:
         await conn.close()
-
-
-def assert_clean(figures: Figures) -> None:
-    assert figures.lost == 0, figures.text()
-    assert figures.duplicated == 0, figures.text()
-    assert figures.order_violations == 0, figures.text()
-    assert figures.dlq_found == figures.dlq_expected, figures.text()
-    assert figures.dlq_unexpected == 0, figures.text()
-    assert not figures.problems, figures.text()
 
 
 @pytest.mark.timeout(1500)  # ~2 min alone; 10+ min while seven other test sessions share the 2 cores
