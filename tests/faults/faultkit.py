@@ -1123,10 +1123,26 @@ async def negative_controls(infra: Infra, traffic: PingTraffic) -> list[str]:
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "faults"
 
 
+MAX_PROBLEMS_SHOWN = 40
+MAX_PROBLEMS_KEPT = 200
+"""LAST_RUN.md lists the first 40 problems of a run and its JSON the first 200, with how many more there were (a
+run that went wrong can have thousands, e.g. one per bad input a stuck relay never dead-lettered)."""
+
+
 def write_last_run(figures: Figures) -> Path:
     """docs/faults/last_run_<mode>.json, and LAST_RUN.md rendered from the last run of each mode."""
     DOCS.mkdir(parents=True, exist_ok=True)
-    (DOCS / f"last_run_{figures.mode}.json").write_text(json.dumps(figures.to_json(), indent=2, default=str) + "\n")
+    data = figures.to_json()
+    data["problems_total"] = len(data["problems"])
+    if len(data["problems"]) > MAX_PROBLEMS_KEPT:
+        more = len(data["problems"]) - MAX_PROBLEMS_KEPT
+        data["problems"] = [*data["problems"][:MAX_PROBLEMS_KEPT], f"… and {more} more of the same kinds"]
+    (DOCS / f"last_run_{figures.mode}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return render_last_run()
+
+
+def render_last_run() -> Path:
+    """LAST_RUN.md from the last saved run of each mode."""
     parts = [
         "# Fault suite: figures of the last run",
         "",
@@ -1166,7 +1182,11 @@ def write_last_run(figures: Figures) -> Path:
             rec = "**not recovered**" if f["recovered_s"] is None else f"{f['recovered_s']:.1f}"
             parts.append(f"| {f['kind']} | {f['target']} | {f['down_s']:.1f} | {fo} | {rec} |")
         if d["problems"]:
-            parts += ["", "Problems:", *[f"- {p}" for p in d["problems"]]]
+            shown = d["problems"][:MAX_PROBLEMS_SHOWN]
+            total = d.get("problems_total", len(d["problems"]))
+            more = total - len(shown)
+            parts += ["", f"Problems ({total}):", *[f"- {p}" for p in shown],
+                      *([f"- … and {more} more (last_run_{mode}.json keeps {MAX_PROBLEMS_KEPT})"] if more else [])]
         parts.append("")
     parts += [
         "## Reading the figures",
