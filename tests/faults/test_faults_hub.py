@@ -33,6 +33,11 @@ from hub_schema import topics
 
 RECOVERY_TIMEOUT = 150.0
 REPLICAS = 2
+ASSOCIATED_DEALS = 12
+"""Deals associated with the one project during the stream (after them, the association slot sends an account).
+Every flagged PM task on a project is mirrored to each record linked to it, so this (+ deal-1) is the fan-out of
+every PM task. It grew with the run's size before (min_events // 30 + 50: 3,383 for 100,000 events) and the full
+long run drowned tasks' relay in 790,000 commands and events (363 per PM task when it failed)."""
 
 
 async def run_hub_suite(mode: str, *, min_events: int, rate: float, plan: list[str], note: str = "",
@@ -74,7 +79,7 @@ async def run_hub_suite(mode: str, *, min_events: int, rate: float, plan: list[s
         await ownership.start()
         producer = Producer(infra.bootstrap)
         lag = LagProbe(infra.bootstrap)
-        to_associate = [f"deal-a{i}" for i in range(min_events // 30 + 50)]
+        to_associate = [f"deal-a{i}" for i in range(ASSOCIATED_DEALS)]
         t_setup = now()
         await hub_setup(infra, producer, lag, to_associate)
         print(f"[faults] set-up through the front door took {now() - t_setup:.0f}s", flush=True)
