@@ -17,7 +17,7 @@ import pytest
 
 from hub_devstack.pytest_plugin import HubEnv
 from hub_platform import db, echo
-from hub_platform.consumer import BatchProcessor, HandlerContext, PermanentError, Router
+from hub_platform.consumer import BATCH_CUTS, BatchBound, BatchProcessor, HandlerContext, PermanentError, Router
 from hub_schema import Event, encode, make_event
 from hub_schema.events.diagnostics import DiagPing, DiagPong
 from hub_schema.topics import TopicNames
@@ -178,3 +178,46 @@ async def test_a_flush_the_database_refuses_falls_back_and_dead_letters_only_its
     assert sorted(COMMITTED) == [1, 3]
     codes = await pool.fetch("SELECT code, \"offset\" FROM dead_letter_log WHERE consumer = 'counter'")
     assert [(r["code"], r["offset"]) for r in codes] == [("handler_error", 1)]
+
+
+async def test_a_batch_past_its_bound_commits_in_parts_each_event_once(hub_env: HubEnv, pool: asyncpg.Pool) -> None:
+    """Issue 17: a batch's transaction does a bounded amount of work (here 3 emitted events); the rest of the batch
+    goes on in new transactions with a fresh state, and every event still counts exactly once."""
+    processor = BatchProcessor(pool, router, consumer="counter", producer="counter", topics=TopicNames(hub_env.topic_prefix),
+                               bound=BatchBound(outbox_rows=3))
+    cuts = BATCH_CUTS.labels("counter", "outbox_rows")._value.get()
+    before = await pool.fetchval("SELECT count(*) FROM outbox")
+    batch = records(hub_env.topic_prefix, [("a" if i % 2 else "b", i, None) for i in range(10)])
+    await processor.process(batch)
+    assert await counts(pool) == {"a": 5, "b": 5}
+    assert len(LOADS) == 4, f"parts of 3, 3, 3 and 1 events, each with its own state: {LOADS}"
+    assert sorted(COMMITTED) == list(range(10))
+    assert await pool.fetchval("SELECT count(*) FROM outbox") - before == 10, "one pong per ping"
+    assert await pool.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'counter'") == 10
+    assert BATCH_CUTS.labels("counter", "outbox_rows")._value.get() - cuts == 3
+    # a crash after some parts committed replays the whole batch: the inbox absorbs every part
+    await processor.process(batch)
+    assert await counts(pool) == {"a": 5, "b": 5}
+    assert await pool.fetchval("SELECT count(*) FROM outbox") - before == 10
+
+
+async def test_the_careful_path_is_bounded_too(hub_env: HubEnv, pool: asyncpg.Pool) -> None:
+    """A rejected event sends the batch down the careful path; it too commits after 2 emitted events and the rest
+    of the batch is tried optimistically again."""
+    processor = BatchProcessor(pool, router, consumer="counter", producer="counter", topics=TopicNames(hub_env.topic_prefix),
+                               bound=BatchBound(outbox_rows=2))
+    await processor.process(records(hub_env.topic_prefix, [("a", 1, None), ("b", 2, "reject"), ("a", 3, None),
+                                                             ("a", 4, None), ("a", 5, None)]))
+    assert await counts(pool) == {"a": 4}
+    assert LOADS == [["a", "b"], ["a"], ["b"], ["a"], ["a"]], "optimistic, careful per event up to the cut, optimistic rest"
+    assert sorted(COMMITTED) == [1, 3, 4, 5]
+    assert await pool.fetchval("SELECT count(*) FROM dead_letter_log WHERE consumer = 'counter'") == 1
+
+
+async def test_a_batch_past_its_time_bound_commits_in_parts(hub_env: HubEnv, pool: asyncpg.Pool) -> None:
+    processor = BatchProcessor(pool, router, consumer="counter", producer="counter", topics=TopicNames(hub_env.topic_prefix),
+                               bound=BatchBound(seconds=1e-9))
+    await processor.process(records(hub_env.topic_prefix, [("a", i, None) for i in range(4)]))
+    assert LOADS == [["a"]] * 4, "every event past the (tiny) time bound: one transaction each"
+    assert await counts(pool) == {"a": 4}
+    assert sorted(COMMITTED) == [0, 1, 2, 3]

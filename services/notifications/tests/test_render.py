@@ -21,7 +21,8 @@ from hub_notifications.report import matching_report_xlsx
 
 ENGLISH_REASON = "the PM side refused the change: parent task pt-0 is closed"
 # Codes the producers put in reason_code (tasks refusals, upstream rejections, S21/S22 matching, S18 import).
-KNOWN_CODES = sorted({*RejectionCode.__args__, "no_linked_project", "project_not_linked", "ambiguous_project",  # type: ignore[attr-defined]
+KNOWN_CODES = sorted({*RejectionCode.__args__, "no_linked_project", "project_not_linked", "ambiguous_project",
+                      "too_many_linked_records",  # type: ignore[attr-defined]
                       "unsupported_record_type", "no_match", "ambiguous", "error", "unknown_user", "inactive_user",
                       "already_member", "already_pending"})
 KINDS = list(NotificationKind.__args__)  # type: ignore[attr-defined]
@@ -38,7 +39,8 @@ def data_ja(code: str) -> dict[str, Any]:
             "reason_code": code, "reason": ENGLISH_REASON,
             "reason_params": {"parent_task_name": "新製品発表", "project_name": "サイト刷新", "record_type": "account",
                               "record_name": "株式会社アクメ", "project_names": ["サイト刷新", "保守"],
-                              "user_name": "佐藤", "user_state": "inactive", "email": "sato@example.com"},
+                              "user_name": "佐藤", "user_state": "inactive", "email": "sato@example.com",
+                              "record_count": 25, "limit": 20},
             "occurred_at": "2026-11-30T07:50:04.855782Z", "requested_due_date": "2026-12-24",
             "current_due_date": "2026-12-10", "portal_name": "アクメ", "stopped_at": "2026-11-30T07:50:04Z",
             "email": "sato@example.com", "contacts": [{"id": "c-1", "name": "佐藤"}, {"id": "c-2", "name": "鈴木"}],

@@ -13,6 +13,9 @@ Why it is shaped like this:
   again the careful way (savepoint per event, retries, dead letters), so the
   guarantees do not change: inbox per event, outbox in the same transaction,
   order per key, offsets only after the commit (see `bench/RESULTS.md`);
+- a batch's work is bounded (`BatchBound`): past so many emitted events or
+  seconds the part handled so far commits and the rest goes on in a new
+  transaction, so one batch never holds a partition long after its session;
 - an outage of the database restarts the whole batch with backoff, forever:
   a message is never dead-lettered because the service could not reach its
   database (that would lose good work), only because of the message itself.
@@ -46,6 +49,11 @@ log = get_logger(__name__)
 OPTIMISTIC_FALLBACKS = metrics.Counter(
     "hub_batch_optimistic_fallbacks_total", "Batches re-run with one savepoint per event because a handler raised",
     ["consumer"], registry=metrics.REGISTRY,
+)
+
+BATCH_CUTS = metrics.Counter(
+    "hub_batch_cuts_total", "Batches committed in parts: the events so far had emitted too many events or taken too long",
+    ["consumer", "bound"], registry=metrics.REGISTRY,
 )
 
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
@@ -92,6 +100,28 @@ class Record(Protocol):
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
     timestamp: int
+
+
+@dataclass(frozen=True)
+class BatchBound:
+    """How much one transaction of a batch may do before it commits and the rest goes on in a new one.
+
+    A batch's work is otherwise unbounded: 500 events that each fan out to hundreds of commands made one
+    transaction of 790,000 outbox rows in the fault suite, which outlived the consumer's session (the group gave
+    the partition to another replica meanwhile; the inbox kept effects single, but the relay drowned). Cutting
+    is safe because offsets are committed only after the last part and the inbox absorbs whatever a crash
+    between the parts replays."""
+
+    outbox_rows: int = 5000
+    seconds: float = 5.0
+
+    def reached(self, rows: int, started: float) -> str | None:
+        """Which bound the work so far has reached, if any."""
+        if rows >= self.outbox_rows:
+            return "outbox_rows"
+        if time.perf_counter() - started >= self.seconds:
+            return "seconds"
+        return None
 
 
 @dataclass
@@ -293,8 +323,10 @@ class BatchProcessor:
         attempts: int = 5,
         after_commit: Callable[[], None] | None = None,
         optimistic: bool = True,
+        bound: BatchBound = BatchBound(),
     ) -> None:
         self.pool = pool
+        self.bound = bound
         self.router = router
         self.consumer = consumer
         self.producer = producer
@@ -316,31 +348,56 @@ class BatchProcessor:
             return
         started = time.perf_counter()
         backoff = 0.1
-        while True:
+        remaining = parsed
+        while remaining:
             try:
-                if self.optimistic and await self._process_optimistic(parsed):
-                    self.healthy = True
-                    break
-                committed: list[Callable[[], None]] = []
-                async with self.pool.acquire() as conn, conn.transaction():
-                    for record, item in parsed:
-                        if isinstance(item, InvalidEvent):
-                            await self._dead_letter(conn, record, item.code, item.reason, 1)
-                        elif item.event_type in self.router.handlers:
-                            await self._handle_one(conn, record, item, committed)
-                        else:
-                            metrics.IGNORED.labels(self.consumer).inc()
-                _run_callbacks(committed)
+                done = await self._process_optimistic(remaining) if self.optimistic else 0
+                if not done:
+                    done = await self._process_careful(remaining)
+                remaining = remaining[done:]
                 self.healthy = True
-                break
+                if remaining:
+                    self.after_commit()  # the relay publishes the committed part while the rest is handled
             except INFRASTRUCTURE_ERRORS as exc:
                 self.healthy = False
                 metrics.INFRA_RETRIES.labels(self.consumer).inc()
-                log.warning("database unavailable, retrying batch", error=repr(exc), retry_in=backoff, records=len(parsed))
+                log.warning("database unavailable, retrying batch", error=repr(exc), retry_in=backoff, records=len(remaining))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         metrics.BATCH_SECONDS.labels(self.consumer).observe(time.perf_counter() - started)
         self.after_commit()
+
+    def _cut_here(self, position: int, total: int, rows: int, started: float) -> bool:
+        """True if the part handled so far (up to `position`) is to be committed on its own (see BatchBound)."""
+        if position >= total - 1:
+            return False
+        bound = self.bound.reached(rows, started)
+        if bound is None:
+            return False
+        BATCH_CUTS.labels(self.consumer, bound).inc()
+        log.info("batch committed in parts", bound=bound, handled=position + 1, records=total, outbox_rows=rows)
+        return True
+
+    async def _process_careful(self, parsed: list[tuple[Record, Event[Any] | InvalidEvent]]) -> int:
+        """One savepoint per event, in one transaction; returns how many records it committed (all but the ones
+        after a cut)."""
+        committed: list[Callable[[], None]] = []
+        started = time.perf_counter()
+        rows = 0
+        done = len(parsed)
+        async with self.pool.acquire() as conn, conn.transaction():
+            for position, (record, item) in enumerate(parsed):
+                if isinstance(item, InvalidEvent):
+                    await self._dead_letter(conn, record, item.code, item.reason, 1)
+                elif item.event_type in self.router.handlers:
+                    rows += await self._handle_one(conn, record, item, committed)
+                else:
+                    metrics.IGNORED.labels(self.consumer).inc()
+                if self._cut_here(position, len(parsed), rows, started):
+                    done = position + 1
+                    break
+        _run_callbacks(committed)
+        return done
 
     def _decode(self, record: Record) -> Event[Any]:
         """Parse a record and check it arrived on its event type's own topic (the catalog's); routing is by type,
@@ -353,8 +410,9 @@ class BatchProcessor:
                                               f"not from {topic}")
         return event
 
-    async def _process_optimistic(self, parsed: list[tuple[Record, Event[Any] | InvalidEvent]]) -> bool:
-        """The whole batch in one transaction without savepoints; False (and nothing committed) if a handler raised.
+    async def _process_optimistic(self, parsed: list[tuple[Record, Event[Any] | InvalidEvent]]) -> int:
+        """The batch in one transaction without savepoints; returns how many records it committed (all, or the ones
+        before a cut), 0 (and nothing committed) if a handler raised.
 
         Infrastructure errors propagate (the caller retries the batch with backoff, as for the careful path).
         """
@@ -385,7 +443,9 @@ class BatchProcessor:
                     log.info("optimistic batch falls back to one savepoint per event (state load failed)", error=repr(exc))
                     OPTIMISTIC_FALLBACKS.labels(self.consumer).inc()
                     await tx.rollback()
-                    return False
+                    return 0
+                started = time.perf_counter()
+                stop = len(parsed)
                 for position, (record, item) in enumerate(parsed):
                     if position % YIELD_EVERY == YIELD_EVERY - 1:
                         await asyncio.sleep(0)
@@ -400,8 +460,15 @@ class BatchProcessor:
                         new.discard(item.event_id)  # the same event twice in one batch: handled once
                         if not await self._run_handler(conn, record, item, outbox, state, committed):
                             await tx.rollback()
-                            return False
+                            return 0
                         done.append((item, time.perf_counter()))
+                    if self._cut_here(position, len(parsed), len(outbox), started):
+                        stop = position + 1
+                        break
+                if new and stop < len(parsed):
+                    # the events after the cut were entered in the inbox up front: take them out, the next part has them
+                    await conn.execute("DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
+                                       self.consumer, list(new))
                 if state is not None:
                     try:
                         await state.flush(conn)
@@ -411,7 +478,7 @@ class BatchProcessor:
                         log.info("optimistic batch falls back to one savepoint per event (flush failed)", error=repr(exc))
                         OPTIMISTIC_FALLBACKS.labels(self.consumer).inc()
                         await tx.rollback()
-                        return False
+                        return 0
                 await write_outbox_rows(conn, outbox)
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -421,7 +488,7 @@ class BatchProcessor:
         for event, _ in done:
             metrics.PROCESSED.labels(self.consumer, event.event_type).inc()
         _run_callbacks(committed)
-        return True
+        return stop
 
     async def _run_handler(self, conn: asyncpg.Connection, record: Record, event: Event[Any], outbox: list[OutboxRow],
                            state: BatchState | None, committed: list[Callable[[], None]]) -> bool:
@@ -454,7 +521,8 @@ class BatchProcessor:
             structlog.contextvars.unbind_contextvars("event_id", "event_type", "correlation_id", "org_id")
 
     async def _handle_one(self, conn: asyncpg.Connection, record: Record, event: Event[Any],
-                          committed: list[Callable[[], None]]) -> None:
+                          committed: list[Callable[[], None]]) -> int:
+        """The careful path's one event, in a savepoint with retries; returns how many events it emitted."""
         handler = self.router.handlers[event.event_type]
         env = event.envelope
         structlog.contextvars.bind_contextvars(
@@ -481,7 +549,7 @@ class BatchProcessor:
                             if not first_time:
                                 metrics.SKIPPED.labels(self.consumer).inc()
                                 log.debug("duplicate event absorbed by inbox")
-                                return
+                                return 0
                             state = await self.router.load_state(conn, [event])
                             ctx = HandlerContext(conn=conn, event=event, consumer=self.consumer, producer=self.producer,
                                                  topics=self.topics, state=state)
@@ -491,11 +559,11 @@ class BatchProcessor:
                         committed.extend(ctx.committed)
                         metrics.PROCESSED.labels(self.consumer, env.event_type).inc()
                         metrics.LATENCY.labels(self.consumer).observe(time.perf_counter() - started)
-                        return
+                        return len(ctx.emitted)
                     except PermanentError as exc:
                         span.record_exception(exc)
                         await self._dead_letter(conn, record, exc.code, exc.reason, attempt)
-                        return
+                        return 0
                     except INFRASTRUCTURE_ERRORS:
                         raise
                     except asyncpg.exceptions.QueryCanceledError as exc:
@@ -507,14 +575,14 @@ class BatchProcessor:
                             await self._dead_letter(conn, record, "statement_timeout",
                                                     f"a statement of the handler was cancelled on each of {attempt} "
                                                     f"attempts ({exc}) while the database answered", attempt)
-                            return
+                            return 0
                     except Exception as exc:
                         span.record_exception(exc)
                         metrics.FAILED.labels(self.consumer, env.event_type).inc()
                         log.warning("handler failed", error=repr(exc), attempt=attempt, exc_info=attempt >= self.attempts)
                         if attempt >= self.attempts:
                             await self._dead_letter(conn, record, "handler_error", f"{type(exc).__name__}: {exc}", attempt)
-                            return
+                            return 0
                 await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "event_type", "correlation_id", "org_id")

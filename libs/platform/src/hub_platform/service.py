@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute
 
 from hub_platform import db, env_names, failpoints, metrics
 from hub_platform.http import BodySizeLimit, HubApi, app_of, require_strong_tokens
-from hub_platform.consumer import BatchProcessor, Router, partition_groups
+from hub_platform.consumer import BatchBound, BatchProcessor, Router, partition_groups
 from hub_platform.kafka_admin import ensure_topics
 from hub_platform.logs import configure_logging, get_logger
 from hub_platform.outbox import OutboxRelay
@@ -239,6 +239,7 @@ class HubService:
         self.processor = BatchProcessor(
             self.pool, self.router, consumer=self.name, producer=self.name, topics=self.topics,
             attempts=s.transient_retry_attempts, after_commit=self.relay.wake,
+            bound=BatchBound(s.kafka.batch_max_outbox_rows, s.kafka.batch_max_seconds),
         )
         await self.relay.start()
         await self.broker.start()

@@ -34,6 +34,18 @@ class KafkaSettings(BaseModel):
             "limit, 2 gave no gain (tasks 768/s against 810/s with 1; bench/RESULTS.md), hence 1."
         ),
     )
+    batch_max_outbox_rows: int = Field(
+        5000, ge=1,
+        description=(
+            "A batch whose events have emitted this many events is committed there and the rest of it handled in a "
+            "new transaction (the inbox keeps every event once). With `batch_max_seconds` it bounds one transaction's "
+            "work, so a replica never still holds a batch long after the group moved its partitions."
+        ),
+    )
+    batch_max_seconds: float = Field(
+        5.0, gt=0,
+        description="A batch that has been handled this long is committed there and the rest handled in a new transaction.",
+    )
     fetch_max_wait_ms: int = Field(
         50, ge=1,
         description=(

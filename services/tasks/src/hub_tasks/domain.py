@@ -79,6 +79,22 @@ class LinkedProject:
     project_id: str
 
 
+MAX_MIRRORED_RECORDS = 20
+"""The most linked records (contacts, accounts, deals) one PM task is copied to (HUB_TASKS__MAX_MIRRORED_RECORDS)."""
+
+
+def too_many_records(count: int, limit: int, project_id: str) -> tuple[str, str] | None:
+    """A PM task goes to every record linked to its project, one CRM task each, and each of its changes and
+    comments after that too: past `limit` records the task is not mirrored at all (a partial copy would look
+    complete on the records that got it), and the person is told. Without a bound one edit became hundreds of
+    commands (the fault suite's 363 deals on one project drowned the relay in 790,000 rows)."""
+    if count <= limit:
+        return None
+    return ("too_many_linked_records",
+            f"project {project_id} is linked to {count} contacts, accounts and deals; a PM task is mirrored to at most "
+            f"{limit}, so this one is not mirrored (unlink records, or raise HUB_TASKS__MAX_MIRRORED_RECORDS)")
+
+
 def choose_project(record_type: str, record_id: str, linked: list[LinkedProject], chosen: str | None) -> LinkedProject | tuple[str, str]:
     """S12: the project a CRM task goes to, or (reason_code, reason) for a refusal."""
     if record_type not in MIRRORED_RECORD_TYPES:

@@ -12,14 +12,15 @@ from hub_schema.events.notifications import NotificationRequested
 from hub_schema.events.tasks import TaskMirrorDecided, TaskRequestRefused
 from hub_tasks import api, handlers
 from hub_tasks.handlers import router
-from hub_tasks.settings import CommandBudgetSettings, TasksSettings
+from hub_tasks.settings import TaskLimitsSettings, TasksSettings
 
 MIGRATIONS = db.service_migrations(__file__, "hub_tasks")
 
 
 def build(settings: ServiceSettings | None = None) -> HubService:
     settings = settings or TasksSettings()
-    handlers.configure(getattr(settings, "tasks", CommandBudgetSettings()).budget())
+    limits = getattr(settings, "tasks", TaskLimitsSettings())
+    handlers.configure(limits.budget(), limits.max_mirrored_records)
     service = HubService(
         settings, router,
         subscribe=[topics.PM_INGEST, topics.CRM_INGEST, topics.LINKING_EVENTS, topics.IDENTITY_EVENTS],

@@ -7,7 +7,9 @@ Decisions taken deliberately:
   tracked, so an explicit resync (`linking.resync.requested`, S7) can reconcile.
   Re-enabling alone back-fills nothing.
 - A PM task mirrors to one CRM task per linked contact, account and deal of
-  its project (one mapping = one `hub_task_id` per pair); leads are not used.
+  its project (one mapping = one `hub_task_id` per pair); leads are not used. At most
+  `HUB_TASKS__MAX_MIRRORED_RECORDS` (20) records: past that the task is refused as a whole
+  (`too_many_linked_records`, one e-mail to its owner), see `domain.too_many_records`.
 - S10/S11 are decided here from the projections before anything is sent; a
   refused CRM change is reverted on the CRM side (so both sides agree again),
   a `tasks.request.refused` is published and the acting CRM user is e-mailed.

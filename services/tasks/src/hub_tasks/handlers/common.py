@@ -36,6 +36,8 @@ CONFLICTS = Counter("hub_tasks_conflicts_total", "Changes both sides refused (a 
                     ["side"], registry=metrics.REGISTRY)
 BUDGET = Budget(30, timedelta(minutes=10))
 """The per-task command budget; `main.build` sets it from the settings (HUB_TASKS__*)."""
+MAX_MIRRORED_RECORDS = domain.MAX_MIRRORED_RECORDS
+"""Records one PM task is mirrored to at most; `main.build` sets it (HUB_TASKS__MAX_MIRRORED_RECORDS)."""
 
 CHANGE_MODELS: dict[str, Any] = {
     "title": cmd.TitleChange, "description": cmd.DescriptionChange, "due_date": cmd.DueDateChange,
@@ -45,9 +47,9 @@ NOTIFY_KIND = {"parent_task_closed": "subtask_update_failed", "schedule_fixed": 
 DISABLED = ("integration_disabled", "the integration is disabled for this org (or not set up): nothing is mirrored")
 
 
-def configure(budget: Budget) -> None:
-    global BUDGET
-    BUDGET = budget
+def configure(budget: Budget, max_mirrored_records: int = domain.MAX_MIRRORED_RECORDS) -> None:
+    global BUDGET, MAX_MIRRORED_RECORDS
+    BUDGET, MAX_MIRRORED_RECORDS = budget, max_mirrored_records
 
 
 def on(*payloads: type[Payload]) -> Callable[[Handler], Handler]:

@@ -11,6 +11,8 @@ from hub_schema.events import commands as cmd
 from hub_schema.events import pm
 from hub_tasks import domain
 from hub_tasks.domain import Guard
+from hub_schema.events.notifications import NotificationRequested, Recipient
+from hub_tasks.handlers import common
 from hub_tasks.handlers.common import DISABLED, decide, enabled_for, on, record_command, state
 from hub_tasks.handlers.mapping import apply_to_mapping, bind_created, mirror_pm_task_to_record
 from hub_tasks.records import PmTask
@@ -65,6 +67,10 @@ async def on_pm_task(ctx: HandlerContext, event: Event[pm.PmTaskUpserted]) -> No
             await decide(ctx, side="pm", decision="skipped", code="no_linked_record",
                          reason=f"project {p.project_id} is not linked to any contact, account or deal", pm_task_id=p.id)
             return
+        too_many = domain.too_many_records(len(records), common.MAX_MIRRORED_RECORDS, p.project_id)
+        if too_many is not None:
+            await refuse_fan_out(ctx, snap, too_many, len(records), tell=known is None or not known.add_to_crm)
+            return
         for r in records:
             await mirror_pm_task_to_record(ctx, snap, values, r, "created",
                                            f"PM task created with \"add to CRM\": created on {r.record_type} {r.record_id}")
@@ -74,6 +80,30 @@ async def on_pm_task(ctx: HandlerContext, event: Event[pm.PmTaskUpserted]) -> No
             continue
         await apply_to_mapping(ctx, m, "pm", values, p.modified_at.isoformat(), p.version, c, enabled, Guard(),
                                None, p.title)
+
+
+async def refuse_fan_out(ctx: HandlerContext, snap: PmTask, why: tuple[str, str], count: int, *, tell: bool) -> None:
+    """A flagged PM task on a project with too many linked records: refused, recorded, and its owner (as a CRM
+    user) e-mailed the first time the task asks to be mirrored; a later edit is recorded again, not e-mailed again.
+    Once records are unlinked, the task's next edit (or a resync) mirrors it."""
+    code, reason = why
+    await decide(ctx, side="pm", decision="refused", code=code, reason=reason, pm_task_id=snap.task_id)
+    st, org = state(ctx), ctx.event.org_id
+    owner = await st.user(org, snap.fields.get("owner_id"))
+    if not tell or owner is None:
+        return
+    project = await st.name(org, "project", snap.project_id)
+    names = {"project_name": project.name} if project else {}
+    request_id = uuid.uuid5(ctx.event.event_id, f"notify:{code}")
+    await ctx.emit(NotificationRequested(
+        request_id=request_id, kind="task_create_refused", optional=False,
+        recipient=Recipient(user_id=owner.crm_user_id, email=owner.email, name=owner.name, locale=owner.locale,
+                            time_zone=owner.time_zone),
+        data={"reason_code": code, "reason": reason, "reason_params": {**names, "record_count": count,
+                                                                       "limit": common.MAX_MIRRORED_RECORDS},
+              "task_name": snap.fields.get("title") or "-", "task_id": snap.task_id, "pm_task_id": snap.task_id,
+              **names, "occurred_at": ctx.event.envelope.occurred_at.isoformat()},
+    ), entity_key=f"{org}:{request_id}")
 
 
 @on(pm.PmTaskDeleted)

@@ -6,6 +6,7 @@ from hub_platform.consumer import HandlerContext
 from hub_schema import Event
 from hub_schema.events import linking
 from hub_tasks import domain
+from hub_tasks.handlers import common
 from hub_tasks.handlers.common import decide, enabled_for, on, resume, send_update, state
 from hub_tasks.handlers.mapping import mirror_pm_task_to_record
 
@@ -33,6 +34,11 @@ async def on_resync(ctx: HandlerContext, event: Event[linking.ResyncRequested]) 
     for snap in await st.flagged_pm_tasks(org, p.portal_id):
         records = [r for r in await st.links_of_project(org, p.portal_id, snap.project_id)
                    if r.record_type in domain.MIRRORED_RECORD_TYPES]
+        too_many = domain.too_many_records(len(records), common.MAX_MIRRORED_RECORDS, snap.project_id)
+        if too_many is not None:
+            await decide(ctx, side="pm", decision="refused", code=too_many[0], reason=f"resync: {too_many[1]}",
+                         pm_task_id=snap.task_id)
+            continue
         mapped = {(m.record_type, m.record_id) for m in await st.mappings_of_pm_task(org, snap.task_id)}
         for r in records:
             if (r.record_type, r.record_id) not in mapped:
