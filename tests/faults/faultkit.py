@@ -41,6 +41,7 @@ from hub_devstack.postgres import PostgresServer
 from hub_devstack.provision import create_database, provision_service, with_database
 from hub_devstack.smtp_sink import SmtpSink
 from hub_platform.kafka_admin import ensure_topics
+from hub_platform.service import WEDGED_EXIT_CODE
 from hub_platform.settings import KafkaSettings
 from hub_schema import encode, make_event, parse_event, topics
 from hub_schema.envelope import MAX_MESSAGE_BYTES
@@ -709,6 +710,7 @@ class Figures:
     final_lag: int | None = None
     services_ready: dict[str, bool] = field(default_factory=dict)
     services_restarts: dict[str, int] = field(default_factory=dict)
+    wedged_restarts: dict[str, int] = field(default_factory=dict)  # exited wedged, restarted by the Supervisor
     ownership_samples: int = 0
     most_members: dict[str, int] = field(default_factory=dict)
     owned_twice: list[str] = field(default_factory=list)
@@ -740,6 +742,9 @@ class Figures:
             f"  final consumer lag     {self.final_lag}",
             "  services ready at end  " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in self.services_ready.items()),
             "  service restarts       " + ", ".join(f"{k}={v}" for k, v in self.services_restarts.items()),
+            "  exited wedged          " + (", ".join(f"{k}={v}" for k, v in sorted(self.wedged_restarts.items()))
+                                           + " (offset commit never returned; restarted as restartPolicy: Always would)"
+                                           if self.wedged_restarts else "none"),
             f"  producer re-sends      {self.producer_retries} (broker outages)",
             f"  partition ownership    {len(self.owned_twice)} partitions owned twice in {self.ownership_samples} samples "
             f"of the groups; most members: " + ", ".join(f"{k}={v}" for k, v in sorted(self.most_members.items())),
@@ -1215,6 +1220,27 @@ def render_last_run() -> Path:
     out = DOCS / "LAST_RUN.md"
     out.write_text("\n".join(parts))
     return out
+
+
+class Supervisor:
+    """What a `restartPolicy: Always` does for the suite: a replica that exits wedged (`WEDGED_EXIT_CODE`, its offset
+    commit never returned, see KafkaSettings.commit_timeout_seconds) is started again. Only that exit code: the
+    suite's own kills and failpoint deaths are restarted by the fault that caused them."""
+
+    def __init__(self, services: dict[str, ServiceProc], interval: float = 0.5) -> None:
+        self.services = services
+        self.interval = interval
+        self.restarts: Counter[str] = Counter()
+
+    async def run(self) -> None:
+        while True:
+            for name, svc in list(self.services.items()):
+                if svc.proc is not None and svc.proc.poll() == WEDGED_EXIT_CODE:
+                    svc._ended()
+                    self.restarts[name] += 1
+                    print(f"[faults] {name} exited wedged (code {WEDGED_EXIT_CODE}); restarted", flush=True)
+                    svc.start()
+            await asyncio.sleep(self.interval)
 
 
 async def stop_everything(figures: Figures, started: float, *, traffic_task: asyncio.Task[Any] | None,

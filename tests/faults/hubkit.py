@@ -461,7 +461,8 @@ def _epoch(stamp: str) -> float:
 def ownership_intervals(procs: list[ServiceProc], run_end: float) -> list[tuple[str, str, str, float, float]]:
     """(group, partition, process, from, to): from a replica's "partitions assigned" log line to its next
     "partitions revoked" for that partition, or to the moment the process was SIGKILLed / found gone / asked to
-    stop (a graceful stop commits its batch before it leaves the group; aiokafka calls no revoke then)."""
+    stop (a graceful stop commits its batch before it leaves the group; aiokafka calls no revoke then), or to the
+    moment its offset commit began if it then exited wedged (`consumer wedged`: from there it handled nothing)."""
     out: list[tuple[str, str, str, float, float]] = []
     for proc in procs:
         group = proc.name.split("-", 1)[0]
@@ -473,13 +474,19 @@ def ownership_intervals(procs: list[ServiceProc], run_end: float) -> list[tuple[
             owned: dict[str, float] = {}
             who = f"{proc.name}#{index + 1}"
             for line in chunk.splitlines():
-                if "partitions " not in line or not line.startswith("{"):
+                if not line.startswith("{") or ("partitions " not in line and "consumer wedged" not in line):
                     continue
                 try:
                     rec = json.loads(line)
                 except ValueError:
                     continue
                 what, stamp = rec.get("event"), rec.get("timestamp", "")
+                if rec.get("alert") == "consumer_wedged" and rec.get("since"):
+                    # stuck in its offset commit since then: it handled nothing more, then exited (WEDGED_EXIT_CODE)
+                    since = _epoch(rec["since"])
+                    out.extend((group, p, who, t, max(t, since)) for p, t in owned.items())
+                    owned.clear()
+                    continue
                 if what not in ("partitions assigned", "partitions revoked") or not _TS.match(stamp):
                     continue
                 t = _epoch(stamp)

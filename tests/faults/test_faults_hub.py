@@ -22,7 +22,8 @@ import pytest
 
 from faultkit import (
     ClusterInfra, Figures, LagProbe, OwnershipWatch, Producer, Recovery, ServiceProc, Watcher, assert_clean,
-    check_dead_letters, check_notifications, check_tasks, conclude, inject, now, read_all, stop_everything,
+    Supervisor, check_dead_letters, check_notifications, check_tasks, conclude, inject, now, read_all,
+    stop_everything,
 )
 from hubkit import (
     CONSUMERS, GROUPS, OUTPUT, SERVICES, HubTraffic, check_hub, expect_hub_notifications, hub_backlog, hub_service,
@@ -58,6 +59,7 @@ async def run_hub_suite(mode: str, *, min_events: int, rate: float, plan: list[s
     ownership: OwnershipWatch | None = None
     traffic_task: asyncio.Task[None] | None = None
     producer: Producer | None = None
+    supervisor_task: asyncio.Task[None] | None = None
     try:
         await infra.start()
         for name in SERVICES:
@@ -70,6 +72,8 @@ async def run_hub_suite(mode: str, *, min_events: int, rate: float, plan: list[s
             svc.start()
         for svc in services.values():
             await svc.wait_ready(240)
+        supervisor = Supervisor(services)
+        supervisor_task = asyncio.create_task(supervisor.run())
         figures.cluster = (f"{infra.shape()}; {REPLICAS} replicas of each of {', '.join(SERVICES)} (3 of tasks while "
                            "scaled up); PostgreSQL, SMTP sink; all on one 2-core machine" + note)
         print(f"[faults] {figures.cluster}", flush=True)
@@ -139,7 +143,10 @@ async def run_hub_suite(mode: str, *, min_events: int, rate: float, plan: list[s
         figures.effects[f"notification requests → one e-mail (notifications; {hub_requested} asked by the services)"] = [
             figures.emails_received, figures.emails_expected]
         figures.services_restarts = {p.name: p.starts - 1 for p in every_proc}
+        figures.wedged_restarts = dict(supervisor.restarts)
     finally:
+        if supervisor_task is not None:
+            supervisor_task.cancel()
         await stop_everything(figures, started, traffic_task=traffic_task, watcher=watcher, ownership=ownership,
                               producer=producer, services=services, infra=infra)
     intervals = ownership_intervals(every_proc, time.time())

@@ -47,6 +47,21 @@ def test_a_handover_is_back_to_back_and_a_second_owner_is_an_overlap(tmp_path: P
     assert len(found) == 1 and "identity pm.ingest:3" in found[0]
 
 
+def test_a_wedged_replica_owns_nothing_from_its_stuck_commit_on(tmp_path: Path) -> None:
+    """A replica whose offset commit never returned logs `consumer wedged` (since = when the commit began) and
+    exits; from `since` on it handled nothing, so an heir assigned after that is no overlap, one before it is."""
+    t = 1_800_000_000.0
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t + 10)) + ".000000Z"
+    wedged_line = json.dumps({"event": "ALERT consumer wedged: the offset commit did not return; exiting for a restart",
+                              "alert": "consumer_wedged", "since": iso.replace("Z", "+00:00"),
+                              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t + 70)) + ".000000Z"})
+    wedged = _replica(tmp_path, "linking", [(t, t + 70, [_line("partitions assigned", t + 1, "crm.ingest:0"), wedged_line])])
+    heir = _replica(tmp_path, "linking-2", [(t, None, [_line("partitions assigned", t + 21, "crm.ingest:0")])])
+    assert overlaps(ownership_intervals([wedged, heir], run_end=t + 100)) == []
+    early = _replica(tmp_path, "linking-3", [(t, None, [_line("partitions assigned", t + 5, "crm.ingest:0")])])
+    assert len(overlaps(ownership_intervals([wedged, early], run_end=t + 100))) == 1
+
+
 def test_exactly_once_reports_the_missing_the_doubled_and_the_forbidden() -> None:
     figures = Figures("control")
     got = {"a": {"c1"}, "b": {"c2", "c3"}, "x": {"c4"}}

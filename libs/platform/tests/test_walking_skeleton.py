@@ -6,6 +6,7 @@ ingest topic -> echo service -> its table + outbox -> relay -> output topic.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -233,3 +234,30 @@ async def test_partition_groups_in_concurrent_transactions_keep_one_effect_each_
         seqs = [p.payload.seq for p in pongs if p.envelope.entity_key == key]
         assert seqs == sorted(seqs), f"{key} out of order"
     assert await count_rows(hub_env) == 600
+
+
+async def test_a_wedged_offset_commit_makes_the_process_exit_for_a_restart_and_nothing_is_lost(
+        hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """Issue 17: once in the long fault run a replica's group client stopped answering after a broker kill (no
+    commit, no heartbeat, no rebalance for 12 minutes) while /readyz said ready. An offset commit that does not
+    return within HUB_KAFKA__COMMIT_TIMEOUT_SECONDS now ends the process with code 75 and a `consumer wedged`
+    line; the restarted process replays the batch and the inbox absorbs it."""
+    await _provision_echo(hub_env)
+    proc_env = {**os.environ, **hub_env.env("echo"), "HUB_FAILPOINT": "consumer.commit_stall",
+                "HUB_KAFKA__COMMIT_TIMEOUT_SECONDS": "2", "HUB_OBS__LOG_FORMAT": "json"}
+    proc = subprocess.Popen([sys.executable, "-m", "hub_platform.echo"], env=proc_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    await kafka_probe.send(ping(1))
+    rc = await asyncio.to_thread(proc.wait, 90)
+    output = proc.stdout.read().decode() if proc.stdout else ""
+    assert rc == 75, output[-2000:]
+    wedged = [json.loads(line) for line in output.splitlines() if "consumer wedged" in line and line.startswith("{")]
+    assert len(wedged) == 1 and wedged[0]["alert"] == "consumer_wedged" and wedged[0]["since"], output[-2000:]
+    restarted = _spawn_echo(hub_env)
+    try:
+        _, distinct = await _downstream_effects(hub_env, kafka_probe, records_expected=1)
+    finally:
+        restarted.terminate()
+        await asyncio.to_thread(restarted.wait, 30)
+    assert distinct == 1
+    assert await count_rows(hub_env) == 1, "the replayed batch was absorbed by the inbox"

@@ -15,8 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
+import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,8 @@ from hub_schema.topics import TopicNames
 log = get_logger(__name__)
 
 OPENAPI_PATH = "/api/v1/openapi.json"
+WEDGED_EXIT_CODE = 75
+"""EX_TEMPFAIL: the consumer's group client stopped answering (see KafkaSettings.commit_timeout_seconds)."""
 
 
 def _security(kafka: KafkaSettings) -> BaseSecurity | None:
@@ -204,8 +210,29 @@ class HubService:
             groups = partition_groups(message.raw_message, self.settings.kafka.batch_concurrency)
             await asyncio.gather(*(self.processor.process(group) for group in groups))
             failpoints.hit("consumer.after_commit")
-            await message.ack()
+            await self._commit_offsets(message)
             self._record_lag(message)
+
+    async def _commit_offsets(self, message: KafkaMessage) -> None:
+        """Commit the batch's offsets, within `commit_timeout_seconds`; past that the group client is wedged and the
+        process exits (WEDGED_EXIT_CODE) for its supervisor to restart: a replica that neither commits nor
+        heartbeats has lost its partitions to the others already, and staying up would only look ready."""
+        since = time.time()
+        try:
+            await asyncio.wait_for(self._ack(message), self.settings.kafka.commit_timeout_seconds)
+        except asyncio.TimeoutError:
+            log.error("ALERT consumer wedged: the offset commit did not return; exiting for a restart",
+                      alert="consumer_wedged", since=datetime.fromtimestamp(since, timezone.utc).isoformat(),
+                      timeout_seconds=self.settings.kafka.commit_timeout_seconds, exit_code=WEDGED_EXIT_CODE)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(WEDGED_EXIT_CODE)
+
+    @staticmethod
+    async def _ack(message: KafkaMessage) -> None:
+        await failpoints.stall("consumer.commit_stall")
+        await message.ack()
 
     def _record_lag(self, message: Any) -> None:
         """Lag per partition = high watermark - next offset to read (no broker round trip)."""

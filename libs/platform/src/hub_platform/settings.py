@@ -70,6 +70,15 @@ class KafkaSettings(BaseModel):
             "Replicas heartbeat every second (a tenth of it if shorter), so one joining or leaving is noticed within that."
         ),
     )
+    commit_timeout_seconds: float = Field(
+        60.0, gt=0,
+        description=(
+            "An offset commit that has not returned after this long means the consumer's group client is wedged "
+            "(seen once in the fault suite after a broker kill: no heartbeat, no commit, no rebalance for 12 minutes "
+            "while the process looked ready). The process logs `consumer wedged` and exits with code 75, so its "
+            "supervisor restarts it; the inbox absorbs the batch it replays."
+        ),
+    )
     create_topics: bool = Field(True, description="Create missing catalog topics at start-up (turn off where ops own topics).")
     replication_factor: int | None = Field(
         None, ge=1, description="For topics the service creates; unset: the cluster's size, at most 3.")
