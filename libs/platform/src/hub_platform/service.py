@@ -87,7 +87,12 @@ def _tolerant_record(record: ConsumerRecord) -> ConsumerRecord:
 
 
 async def _parser(msg: tuple[ConsumerRecord, ...], original: Callable[..., Awaitable[Any]]) -> Any:
-    return await original(tuple(_tolerant_record(r) for r in msg))
+    """FastStream's batch message around the records, built from the first record only: its parser decodes every
+    header of every record into dicts nobody reads here (the processor reads `raw_message`), which was ≈ 3% of
+    the tasks service's CPU."""
+    parsed = await original((_tolerant_record(msg[0]),))
+    parsed.raw_message = msg
+    return parsed
 
 
 async def _decoder(msg: Any, original: Callable[..., Any]) -> Any:
