@@ -32,8 +32,11 @@ def test_every_row_of_the_table_starts_its_columns_at_the_same_place() -> None:
 def test_a_service_stopped_by_make_down_or_ctrl_c_did_not_crash() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         # the signal only once the child is running its code: a SIGINT that lands while the interpreter is still
-        # starting can be lost (CI once waited the full 30 s for a child that never saw it)
-        proc = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+        # starting can be lost (CI once waited the full 30 s for a child that never saw it); and a shell that runs the
+        # suite in the background (`bash .ci/run &`) hands it SIGINT ignored, which Python then never turns into
+        # KeyboardInterrupt: the child installs the default handler itself
+        proc = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                                     "print('ready', flush=True); time.sleep(60)"],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         proc.send_signal(sig)
