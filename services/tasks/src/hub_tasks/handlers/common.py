@@ -134,11 +134,18 @@ async def refuse(ctx: HandlerContext, r: Refusal) -> None:
     u = await state(ctx).user(org, r.acting_user_id)
     if r.notify_kind is None or u is None:
         return
-    request_id = uuid.uuid5(ctx.event.event_id, f"notify:{r.code}:{','.join(r.fields)}")
+    await notify(ctx, u, r.notify_kind, f"{r.code}:{','.join(r.fields)}", await mail_data(ctx, r, u))
+
+
+async def notify(ctx: HandlerContext, u: User, kind: str, what: str, data: dict[str, Any]) -> None:
+    """A failure e-mail to a CRM user (never optional); its request id is derived from the causing event and
+    `what`, so a replayed event asks for the same e-mail and notifications sends it once."""
+    org = ctx.event.org_id
+    request_id = uuid.uuid5(ctx.event.event_id, f"notify:{what}")
     await ctx.emit(NotificationRequested(
-        request_id=request_id, kind=r.notify_kind, optional=False,  # type: ignore[arg-type]
+        request_id=request_id, kind=kind, optional=False,  # type: ignore[arg-type]
         recipient=Recipient(user_id=u.crm_user_id, email=u.email, name=u.name, locale=u.locale, time_zone=u.time_zone),
-        data=await mail_data(ctx, r, u),
+        data=data,
     ), entity_key=f"{org}:{request_id}")
 
 

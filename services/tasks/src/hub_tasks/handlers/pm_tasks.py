@@ -11,9 +11,8 @@ from hub_schema.events import commands as cmd
 from hub_schema.events import pm
 from hub_tasks import domain
 from hub_tasks.domain import Guard
-from hub_schema.events.notifications import NotificationRequested, Recipient
 from hub_tasks.handlers import common
-from hub_tasks.handlers.common import DISABLED, decide, enabled_for, on, record_command, state
+from hub_tasks.handlers.common import DISABLED, decide, enabled_for, notify, on, record_command, state
 from hub_tasks.handlers.mapping import apply_to_mapping, bind_created, mirror_pm_task_to_record
 from hub_tasks.records import PmTask
 
@@ -94,16 +93,11 @@ async def refuse_fan_out(ctx: HandlerContext, snap: PmTask, why: tuple[str, str]
         return
     project = await st.name(org, "project", snap.project_id)
     names = {"project_name": project.name} if project else {}
-    request_id = uuid.uuid5(ctx.event.event_id, f"notify:{code}")
-    await ctx.emit(NotificationRequested(
-        request_id=request_id, kind="task_create_refused", optional=False,
-        recipient=Recipient(user_id=owner.crm_user_id, email=owner.email, name=owner.name, locale=owner.locale,
-                            time_zone=owner.time_zone),
-        data={"reason_code": code, "reason": reason, "reason_params": {**names, "record_count": count,
-                                                                       "limit": common.MAX_MIRRORED_RECORDS},
-              "task_name": snap.fields.get("title") or "-", "task_id": snap.task_id, "pm_task_id": snap.task_id,
-              **names, "occurred_at": ctx.event.envelope.occurred_at.isoformat()},
-    ), entity_key=f"{org}:{request_id}")
+    await notify(ctx, owner, "task_create_refused", code, {
+        "reason_code": code, "reason": reason,
+        "reason_params": {**names, "record_count": count, "limit": common.MAX_MIRRORED_RECORDS},
+        "task_name": snap.fields.get("title") or "-", "task_id": snap.task_id, "pm_task_id": snap.task_id,
+        **names, "occurred_at": ctx.event.envelope.occurred_at.isoformat()})
 
 
 @on(pm.PmTaskDeleted)
