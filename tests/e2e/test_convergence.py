@@ -212,6 +212,18 @@ async def test_S1_random_concurrent_changes_on_both_sides_converge_without_dupli
             assert pm_task is not None and crm_task is not None
             after_edits += [(pm_id, f) for f in ("title", "description", "due_date", "priority", "status")
                             if pm_task[f] != crm_task[CRM_FIELD.get(f, f)]]
+        history = ""
+        if after_edits:  # what the hub decided for the pairs still apart: the first thing anyone reading a failure needs
+            conn = await stack.db("tasks")
+            try:
+                rows = await conn.fetch(
+                    "SELECT m.pm_task_id, d.side, d.decision, d.reason_code, d.fields, d.reason FROM task_decisions d "
+                    "JOIN task_mappings m USING (hub_task_id) WHERE m.pm_task_id = ANY($1::text[]) ORDER BY d.id",
+                    sorted({p for p, _ in after_edits}))
+                history = "\n".join(f"  {r['pm_task_id']} {r['side']} {r['decision']}/{r['reason_code']} {r['fields']}: "
+                                     f"{r['reason'][:160]}" for r in rows)
+            finally:
+                await conn.close()
 
     applied, rejected = delta(after, before, "command_applied"), delta(after, before, "command_rejected")
     duplicates, emitted = delta(after, before, "command_duplicate"), delta(after, before, "event_emitted")
@@ -249,7 +261,7 @@ async def test_S1_random_concurrent_changes_on_both_sides_converge_without_dupli
     unexplained = [d for d in disagreements if d[0] not in in_conflict]
     assert not unexplained, f"{counts}\nsides disagree without a conflict: {unexplained}"
     assert all(("pm", d[0]) in stream.locked or ("crm", d[1]) in stream.locked for d in disagreements), disagreements
-    assert not after_edits, f"{counts}\nstill disagree after unlocking and a real edit: {after_edits}"
+    assert not after_edits, f"{counts}\nstill disagree after unlocking and a real edit: {after_edits}\n{history}"
 
     # No echo loop. Each UI write is one event; each command the sandbox handled is one more event (the
     # change with its command_id, or the rejection). The hub sends at most: per task created, the create

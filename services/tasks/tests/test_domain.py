@@ -124,7 +124,49 @@ def test_refused_revert_is_a_conflict_and_nothing_more_is_sent() -> None:
     before = st.to_json()
     tb = domain.take_back(st, "crm", {"title": "A"}, cause="revert", occurred_at=T3)
     assert tb.conflict == ["title"] and tb.revert == {}
-    assert st.to_json() == before, "a conflict changes nothing: the agreed value stays the refusing PM side's"
+    assert st.to_json() == {**before, "apart": ["title"]}, \
+        "a conflict changes no value (the agreed one stays the refusing PM side's); it only marks the field apart"
+    assert State.from_json(st.to_json()).apart == ["title"], "kept with the mapping"
+
+
+def conflicted_on_title() -> State:
+    """The CRM set title B, the PM side refused it, the CRM refused the revert: PM holds A (agreed), CRM holds B."""
+    st = synced()
+    apply_change(st, "crm", {**BASE, "title": "B"}, T2)
+    domain.take_back(st, "pm", {"title": "B"}, cause="change", occurred_at=T3)
+    domain.take_back(st, "crm", {"title": "A"}, cause="revert", occurred_at=T3)
+    assert st.pm_seen["title"] == st.canon["title"] == "A" and st.crm_seen["title"] == "B" and st.apart == ["title"]
+    return st
+
+
+def test_a_real_edit_on_the_side_holding_the_agreed_value_heals_the_other() -> None:
+    st = conflicted_on_title()
+    out = apply_change(st, "pm", {**BASE, "priority": "high"}, "2024-04-01T09:04:00+00:00")
+    assert out.push_other == {"priority": "high", "title": "A"} and out.healed == ["title"] and not out.push_self
+    assert st.apart == [], "sent once; a refusal of it is a new exchange with its own bound"
+
+
+def test_a_real_edit_on_the_side_that_differs_corrects_it() -> None:
+    st = conflicted_on_title()
+    out = apply_change(st, "crm", {**BASE, "title": "B", "priority": "high"}, "2024-04-01T09:04:00+00:00")
+    assert out.push_other == {"priority": "high"} and out.push_self == {"title": "A"} and out.healed == ["title"]
+
+
+def test_an_edit_of_the_apart_field_itself_merges_like_any_change() -> None:
+    st = conflicted_on_title()
+    out = apply_change(st, "crm", {**BASE, "title": "C"}, "2024-04-01T09:04:00+00:00")
+    assert out.push_other == {"title": "C"} and not out.healed and st.apart == []
+
+
+def test_an_echo_or_a_disabled_side_does_not_heal() -> None:
+    st = conflicted_on_title()
+    out = apply_change(st, "pm", {**BASE, "priority": "low"}, "2024-04-01T09:04:00+00:00", enabled=False)
+    assert not out.healed and st.apart == ["title"]
+    out = apply_change(st, "pm", {**BASE, "priority": "high"}, "2024-04-01T09:05:00+00:00",
+                       echo=Echo({"priority": "high"}, {"priority": T2}))
+    assert not out.healed and st.apart == ["title"]
+    to_pm, to_crm = reconcile(st)
+    assert "title" in {**to_pm, **to_crm} and st.apart == [], "a resync settles every field by the policy anyway"
 
 
 def test_refused_correction_of_an_S11_refusal_is_a_conflict() -> None:

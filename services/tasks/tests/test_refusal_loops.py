@@ -79,10 +79,17 @@ async def test_crm_change_refused_by_pm_then_revert_refused_by_crm_ends_in_one_c
         body = (await client.get(f"/api/v1/tasks/{hub_task_id}/history")).json()
     assert [d["decision"] for d in body["decisions"]][-1] == "conflict"
 
-    # the next real edit goes through as usual
-    await world.pm_task("pt-a", 10, title="Install v3")
+    # the next real edit (of another field, on the side holding the agreed title) goes through as usual and
+    # heals the pair: the CRM still shows the title the PM side refused, so the agreed one goes along
+    await world.pm_task("pt-a", 10, title="Install", priority="high")
     nxt = (await world.wait_count("crm.task.update", 2))[-1]
-    assert {c.field: c.value for c in nxt.payload.changes} == {"title": "Install v3"}
+    assert {c.field: c.value for c in nxt.payload.changes} == {"priority": "high", "title": "Install"}
+    healed = [d for d in await world.decisions(hub_task_id=hub_task_id) if d["reason_code"] == "healed"]
+    assert [d["fields"] for d in healed] == [["title"]]
+    await world.apply_crm(nxt, 11)
+    await world.pm_task("pt-a", 12, title="Install", priority="low")
+    last = (await world.wait_count("crm.task.update", 3))[-1]
+    assert {c.field: c.value for c in last.payload.changes} == {"priority": "low"}, "healed once, not again"
 
 
 async def test_pm_change_refused_by_crm_then_revert_refused_by_pm_ends_in_one_conflict(world: World) -> None:
@@ -102,7 +109,8 @@ async def test_pm_change_refused_by_crm_then_revert_refused_by_pm_ends_in_one_co
 
     await world.crm_task(ct, 10, priority="high", acting="u-1")  # a real edit on the other side
     nxt = (await world.wait_count("pm.task.update", 2))[-1]
-    assert {c.field: c.value for c in nxt.payload.changes} == {"priority": "high"}
+    assert {c.field: c.value for c in nxt.payload.changes} == {"priority": "high", "due_date": None}, \
+        "the edit, and the agreed due date the PM side still lacks (the conflict is healed by the next real edit)"
 
 
 async def test_S11_due_date_refused_by_the_hub_then_correction_refused_by_crm_ends_in_one_conflict(world: World) -> None:

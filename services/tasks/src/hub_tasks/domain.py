@@ -23,7 +23,8 @@ taken back and the side the change came from is put back (a `revert`); the
 side of a change that lost a conflict or broke an S10/S11 rule is put back too
 (a `correction`). A revert or correction that is itself refused is a refusal
 answered by a refusal: the hub records `conflict` and sends nothing more for
-that change (`take_back`). So one upstream change causes **at most
+that change (`take_back`); the fields it left apart are kept (`State.apart`)
+and the next real edit on either side sends them along (`heal`). So one upstream change causes **at most
 MAX_COMMANDS_PER_CHANGE = 3 commands**: the update of the other side, the
 correction of its own side, and the revert after the other side refused the
 update (a revert or correction refused only for a stale base version is sent
@@ -142,6 +143,7 @@ class State:
     pm_at: dict[str, Stamp] = field(default_factory=dict)
     crm_seen: Values = field(default_factory=dict)
     crm_at: dict[str, Stamp] = field(default_factory=dict)
+    apart: list[str] = field(default_factory=list)  # fields a conflict left different: the next real edit heals them
 
     def seen(self, side: str) -> Values:
         return self.pm_seen if side == "pm" else self.crm_seen
@@ -150,12 +152,16 @@ class State:
         return self.pm_at if side == "pm" else self.crm_at
 
     def to_json(self) -> dict[str, Any]:
-        return {"canon": self.canon, "canon_at": self.canon_at, "pm_seen": self.pm_seen, "pm_at": self.pm_at,
-                "crm_seen": self.crm_seen, "crm_at": self.crm_at}
+        out: dict[str, Any] = {"canon": self.canon, "canon_at": self.canon_at, "pm_seen": self.pm_seen,
+                               "pm_at": self.pm_at, "crm_seen": self.crm_seen, "crm_at": self.crm_at}
+        if self.apart:
+            out["apart"] = self.apart
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:
-        return cls(**{k: dict(data.get(k) or {}) for k in ("canon", "canon_at", "pm_seen", "pm_at", "crm_seen", "crm_at")})
+        return cls(**{k: dict(data.get(k) or {}) for k in ("canon", "canon_at", "pm_seen", "pm_at", "crm_seen", "crm_at")},
+                   apart=list(data.get("apart") or ()))
 
     @classmethod
     def initial(cls, side: str, values: Values, modified_at: str) -> State:
@@ -201,6 +207,7 @@ class Outcome:
     refused: list[tuple[str, str, str]] = field(default_factory=list)  # (field, reason_code, reason)
     push_other: Values = field(default_factory=dict)
     push_self: Values = field(default_factory=dict)
+    healed: list[str] = field(default_factory=list)  # fields a conflict had left apart, sent again (in a push)
     source_at: dict[str, str] = field(default_factory=dict)
 
 
@@ -254,8 +261,28 @@ def apply_change(state: State, side: str, values: Values, modified_at: str, *, e
     for f in out.lost + [r[0] for r in out.refused]:
         if f in state.canon and seen.get(f) != state.canon[f]:
             out.push_self[f] = state.canon[f]
+    if out.changed and echo is None:
+        heal(state, side, out)
     out.source_at = {f: state.canon_at[f][0] for f in {**out.push_other, **out.push_self}}
     return out
+
+
+def heal(state: State, side: str, out: Outcome) -> None:
+    """A real edit on either side ends the conflicts before it: each field a conflict left apart (and this edit
+    did not touch) is sent, as agreed, to whichever side still differs, together with the edit's own push.
+    Without this the sides stayed apart for good in a field nobody edited again (the edit that "resumes" the
+    pair sets the same value on the side that already holds it, which is no change there)."""
+    seen, other_seen = state.seen(side), state.seen(other(side))
+    for f in state.apart:
+        if f in out.changed or f not in state.canon:
+            continue  # merged like any change (or nothing agreed to heal towards)
+        if f in other_seen and other_seen[f] != state.canon[f] and f not in out.push_other:
+            out.push_other[f] = state.canon[f]
+            out.healed.append(f)
+        if f in seen and seen[f] != state.canon[f] and f not in out.push_self:
+            out.push_self[f] = state.canon[f]
+            out.healed.append(f)
+    state.apart = []
 
 
 def reconcile(state: State) -> tuple[Values, Values]:
@@ -280,6 +307,7 @@ def reconcile(state: State) -> tuple[Values, Values]:
         else:
             state.canon[f], state.canon_at[f] = cv, ca  # type: ignore[assignment]
             to_pm[f] = cv
+    state.apart = []
     return to_pm, to_crm
 
 
@@ -333,6 +361,7 @@ def take_back(state: State, target: str, changes: Values, *, cause: str, occurre
     if out.conflict and code == STALE_BASE:
         out.retry = {f: state.canon[f] for f in out.conflict}
         out.conflict = []
+    state.apart = sorted(set(state.apart) | set(out.conflict))
     return out
 
 

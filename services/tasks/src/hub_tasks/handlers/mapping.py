@@ -93,10 +93,16 @@ async def apply_to_mapping(ctx: HandlerContext, m: Mapping, side: str, values: d
     target = domain.other(side)
     if out.push_other:
         await send_update(ctx, m, target, out.push_other, out.source_at, acting_user_id)
-        if m.parked_at is None:
+        edited = [f for f in out.push_other if f not in out.healed]
+        if m.parked_at is None and edited:
             await decide(ctx, side=side, decision="mirrored", code="changed",
                          reason=f"changed in the {side.upper()} side; sent to the {target.upper()} side",
-                         fields=list(out.push_other), **ids)
+                         fields=edited, **ids)
+    if out.healed and m.parked_at is None:
+        await decide(ctx, side=side, decision="mirrored", code="healed",
+                     reason=f"an earlier conflict had left the sides apart in {', '.join(sorted(set(out.healed)))}; this "
+                            f"real edit in the {side.upper()} side sends the agreed values to the side that differs",
+                     fields=sorted(set(out.healed)), **ids)
     refused = [r[0] for r in out.refused]
     settled = [f for f in out.changed if f not in out.push_other and f not in out.lost and f not in refused]
     if settled:

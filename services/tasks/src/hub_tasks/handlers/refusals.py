@@ -77,6 +77,7 @@ async def both_refused(ctx: HandlerContext, m: Mapping, c: Command, code: str, w
                      reason=f"the {target.upper()} side refused {what} ({why}), which a newer change has made moot",
                      fields=[f for f in domain.FIELDS if f in c.changes], **ids)
         return
+    state(ctx).save_mapping(m)  # the fields left apart, for the next real edit to heal (domain.heal)
     ctx.after_commit(CONFLICTS.labels(target).inc)
     ctx.log.warning("both sides refused a change: conflict recorded, nothing more sent", hub_task_id=str(ids["hub_task_id"]),
                     command_id=str(c.command_id), reverts_command_id=str(c.reverts_command_id), reason_code=code)
