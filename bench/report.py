@@ -96,7 +96,7 @@ def render(r: dict[str, Any]) -> str:
     out += ["", "**Latency** ingest `occurred_at` -> output event read by the bench (ms)", ""]
     rows = []
     for name, s in runs(r):
-        for label, key in (("50%", "at50"), ("80%", "at80")):
+        for label, key in (("10/s", "quiet"), ("50%", "at50"), ("80%", "at80")):
             x = s.get(key)
             if not x:
                 continue

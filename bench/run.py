@@ -36,6 +36,9 @@ from bench.baseline import CURRENT, Tree
 from bench.scenarios import SCENARIOS, Scenario, new_tag
 
 RUN_DIR = h.ROOT / "var" / "bench"
+QUIET_RATE = 10
+"""Events/s of the quiet-stream latency run: one event per batch, so it shows the path's floor (poll, one
+transaction, relay, broker) without any queueing behind other events."""
 
 
 def env_int(name: str, default: int) -> int:
@@ -384,6 +387,8 @@ async def bench_scenario(sc: Scenario, infra: h.Infra, dbs: h.Databases, run_dir
         if profile and profile.exists():
             res["profile_top"] = h.top_frames(profile, 30, own=False)
             res["profile_file"] = str(profile)
+        h.log(f"{label}: latency of a quiet stream ({QUIET_RATE}/s for {lat_seconds}s)")
+        res["quiet"] = await p.paced(QUIET_RATE, lat_seconds)
         h.log(f"{label}: latency at 50% ({h.fmt_rate(top * 0.5)}/s for {lat_seconds}s)")
         res["at50"] = await p.paced(top * 0.5, lat_seconds)
         if sustain > 0:

@@ -23,7 +23,13 @@ class KafkaSettings(BaseModel):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     batch_max_records: int = Field(500, ge=1, description="Records handled in one database transaction at most.")
-    batch_timeout_ms: int = Field(50, ge=1)
+    batch_timeout_ms: int = Field(
+        100, ge=1,
+        description=(
+            "How long one poll waits for records when there are none (a poll returns as soon as records arrive). "
+            "It bounds how often an idle consumer wakes and how long a graceful stop waits for the loop; it adds "
+            "no latency (hub_platform.service.poll_without_idle_sleep)."),
+    )
     batch_concurrency: int = Field(
         1, ge=1,
         description=(
