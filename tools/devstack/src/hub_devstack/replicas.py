@@ -91,7 +91,8 @@ def launch(state_dir: Path, info: dict[str, Any], service: str, index: int) -> d
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     stack.record_process(state_dir, name, proc.pid, log=log_path, stop_signal="SIGTERM", stop_timeout=30, port=port,
                          service=service, replica=index)
-    return {"pid": proc.pid, "port": port, "log": str(log_path), "proc": proc, "name": name}
+    return {"pid": proc.pid, "port": port, "log": str(log_path), "proc": proc, "name": name, "service": service,
+            "replica": index}
 
 
 def wait_ready(rec: dict[str, Any], timeout: float = 120.0) -> None:

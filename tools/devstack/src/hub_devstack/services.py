@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hub_platform.service import WEDGED_EXIT_CODE
+
 from . import replicas, stack, zoho
 from .settings import DevstackSettings
 
@@ -80,6 +82,41 @@ def crashed(returncode: int | None) -> bool:
     return returncode is not None and returncode not in (0, -signal.SIGTERM, -signal.SIGINT)
 
 
+MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 600.0
+"""A service that exits wedged is restarted at most MAX_RESTARTS times within RESTART_WINDOW_SECONDS; past that it is
+reported like a crash and left down (a group client that wedges again and again needs a person, not a loop)."""
+
+
+def restart_allowed(history: list[float], now: float) -> bool:
+    """Count one more restart in `history` (monotonic times) if the window allows it."""
+    history[:] = [t for t in history if now - t < RESTART_WINDOW_SECONDS]
+    if len(history) >= MAX_RESTARTS:
+        return False
+    history.append(now)
+    return True
+
+
+def supervise_once(state_dir: Path, info: dict[str, Any], services: dict[str, dict[str, Any]],
+                   restarts: dict[str, list[float]], now: float) -> None:
+    """What `restartPolicy: Always` does in Kubernetes, for the one exit that asks for it: a service whose offset commit
+    never returned exits with WEDGED_EXIT_CODE (its partitions have gone to nobody or to other replicas; the inbox
+    absorbs the replayed batch) and is started again here. Any other exit is reported as a crash and left down."""
+    for name, rec in list(services.items()):
+        proc = rec.get("proc")
+        if proc is None or rec.get("reported"):
+            continue
+        code = proc.poll()
+        if code == WEDGED_EXIT_CODE and rec.get("service") and restart_allowed(restarts.setdefault(name, []), now):
+            print(f"!! {name} exited wedged ({code}: its offset commit never returned); restarting it "
+                  f"(restart {len(restarts[name])} of at most {MAX_RESTARTS} in {RESTART_WINDOW_SECONDS:.0f} s); "
+                  f"see {rec['log']}", file=sys.stderr, flush=True)
+            services[name] = replicas.launch(state_dir, info, rec["service"], rec.get("replica", 1))
+        elif crashed(code):
+            rec["reported"] = True
+            print(f"!! {name} exited with {code}; see {rec['log']}", file=sys.stderr, flush=True)
+
+
 def up(state_dir: Path) -> int:
     """Start everything, print where it is, wait in the foreground, stop everything on Ctrl-C/SIGTERM."""
     state_dir = state_dir.resolve()
@@ -102,13 +139,10 @@ def up(state_dir: Path) -> int:
     print_summary(info, services, time.monotonic() - t0, state_dir)
     stopped_elsewhere = False
     all_gone_since: float | None = None
+    restarts: dict[str, list[float]] = {}
     try:
         while not stopping:
-            for name, rec in services.items():
-                proc = rec.get("proc")
-                if proc is not None and crashed(proc.poll()) and not rec.get("reported"):
-                    rec["reported"] = True
-                    print(f"!! {name} exited with {proc.returncode}; see {rec['log']}", file=sys.stderr, flush=True)
+            supervise_once(state_dir, info, services, restarts, time.monotonic())
             procs = [rec.get("proc") for rec in services.values() if rec.get("proc") is not None]
             if procs and all(p.poll() is not None for p in procs):
                 # Every service is gone. `make down` from another shell forgets them in stack.json while it
