@@ -249,3 +249,18 @@ def test_template_data_takes_any_json() -> None:
 def test_command_id_survives_as_uuid() -> None:
     parsed = parse_event(encode(_envelope(sample("pm.task.create"))))
     assert isinstance(parsed.payload.command_id, uuid.UUID)
+
+
+def test_a_type_read_from_another_topic_is_wrong_topic_before_its_payload_is_looked_at() -> None:
+    """A record posing as another producer's event is named for what it is even when its payload is invalid too
+    (it was reported as invalid_payload, which hid the forgery)."""
+    forged = _raw("pm.task.upserted", {"id": 7})  # neither a valid payload, nor PM's topic
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(forged, topic=topics.HUB_REQUESTS)
+    assert info.value.code == "wrong_topic"
+    assert "pm.task.upserted" in info.value.reason and topics.HUB_REQUESTS in info.value.reason
+    with pytest.raises(InvalidEvent) as home:
+        parse_event(forged, topic=topics.PM_INGEST)
+    assert home.value.code == "invalid_payload", "on its own topic, the payload is what is wrong"
+    valid = encode(_envelope(sample("pm.task.upserted")))
+    assert parse_event(valid, topic=topics.PM_INGEST).event_type == "pm.task.upserted"

@@ -41,7 +41,7 @@ from hub_platform.outbox import OutboxRow, write_outbox, write_outbox_rows
 from hub_platform.telemetry import context_from_headers, current_trace_headers, tracer
 from hub_schema import Envelope, Event, InvalidEvent, Payload, encode, make_event, parse_event
 from hub_schema.envelope import Origin
-from hub_schema.registry import allowed_topics, lookup
+from hub_schema.registry import lookup
 from hub_schema.topics import DEAD_LETTERS, TopicNames
 
 log = get_logger(__name__)
@@ -402,13 +402,7 @@ class BatchProcessor:
     def _decode(self, record: Record) -> Event[Any]:
         """Parse a record and check it arrived on its event type's own topic (the catalog's); routing is by type,
         so a type read from another topic would let whoever may write that topic speak for another producer."""
-        event = parse_event(record.value)
-        topic = self.topics.logical(record.topic)
-        allowed = allowed_topics(event.event_type)
-        if topic not in allowed:
-            raise InvalidEvent("wrong_topic", f"{event.event_type!r} is accepted only from {', '.join(sorted(allowed))}, "
-                                              f"not from {topic}")
-        return event
+        return parse_event(record.value, topic=self.topics.logical(record.topic))
 
     async def _process_optimistic(self, parsed: list[tuple[Record, Event[Any] | InvalidEvent]]) -> int:
         """The batch in one transaction without savepoints; returns how many records it committed (all, or the ones

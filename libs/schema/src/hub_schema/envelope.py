@@ -14,7 +14,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from hub_schema.registry import Payload, lookup
+from hub_schema.registry import Payload, allowed_topics, lookup
 
 UTC = timezone.utc
 
@@ -91,8 +91,12 @@ def _first_error(exc: ValidationError) -> str:
     return "; ".join(parts) + more
 
 
-def parse_event(raw: bytes | None) -> Event[Any]:
-    """Parse and validate one message, or raise InvalidEvent with a reason a person can act on."""
+def parse_event(raw: bytes | None, topic: str | None = None) -> Event[Any]:
+    """Parse and validate one message, or raise InvalidEvent with a reason a person can act on.
+
+    `topic`, the logical topic the message was read from: an event type is accepted only from its catalog topic
+    (`wrong_topic`), checked before the payload, so a record posing as another producer's event is named for
+    what it is even when its payload would not validate either."""
     if raw is None:
         raise InvalidEvent("empty_message", "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
@@ -111,6 +115,9 @@ def parse_event(raw: bytes | None) -> Event[Any]:
             "unsupported_version",
             f"{envelope.event_type!r} has no schema version {envelope.version}",
         )
+    if topic is not None and topic not in (allowed := allowed_topics(envelope.event_type)):
+        raise InvalidEvent("wrong_topic", f"{envelope.event_type!r} is accepted only from {', '.join(sorted(allowed))}, "
+                                          f"not from {topic}")
     try:
         payload = model.model_validate_json(json.dumps(envelope.payload))
     except ValidationError as exc:
