@@ -215,3 +215,46 @@ async def test_a_static_replica_restarted_keeps_its_partitions_and_is_removed_at
         assert view.owned_twice() == []
     finally:
         await admin.close()
+
+
+async def _committed(env: HubEnv) -> int:
+    """Records the `echo` group has committed on its ingest topic, over all partitions (fresh topics start at 0)."""
+    admin = await _admin(env)
+    try:
+        offsets = await admin.list_consumer_group_offsets(group(env))
+    finally:
+        await admin.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == env.topic(topics.CRM_INGEST) and meta.offset > 0)
+
+
+async def test_offsets_commit_in_the_background_and_a_graceful_stop_leaves_nothing_to_replay(
+    echo_replicas: tuple[HubEnv, list[Replica]], kafka_probe: KafkaProbe, tmp_path: Path,
+) -> None:
+    """A batch's offsets are committed while the next batch is handled (KafkaSettings.commit_in_background); the last
+    batch's commit still lands with no batch after it, and a SIGTERM in the middle of a stream leaves exactly the
+    handled records committed: the next owner replays nothing that was handled, and skips nothing that was not."""
+    env, replicas = echo_replicas
+    sent: list[uuid.UUID] = []
+    replicas.append(Replica(env.env("echo"), tmp_path / "echo-1.log"))
+    await replicas[0].wait_ready()
+    await _send_pings(kafka_probe, range(0, 48), sent)
+    assert len(await _handled(env, len(sent))) == len(sent)
+    deadline = time.monotonic() + 30
+    while (committed := await _committed(env)) < len(sent) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert committed == len(sent), "the last batch's offsets land without another batch to carry them"
+
+    stream = asyncio.create_task(_send_pings(kafka_probe, range(48, 2048), sent))
+    conn = await asyncpg.connect(with_database(env.admin_dsn, env.database))
+    try:
+        while await conn.fetchval("SELECT count(*) FROM echo.echo_pings") < 300:
+            await asyncio.sleep(0.02)
+        replicas[0].signal(signal.SIGTERM)  # mid-stream: batches in hand, one commit most likely in flight
+        assert await replicas[0].wait_exit() == -signal.SIGTERM
+        await stream
+        handled = await conn.fetchval("SELECT count(*) FROM echo.echo_pings")
+    finally:
+        await conn.close()
+    assert "service stopped" in replicas[0].log.read_text()
+    assert handled < len(sent), "stopped before the end of the stream, or the test shows nothing"
+    assert await _committed(env) == handled, "committed offsets = exactly the records handled"

@@ -23,6 +23,12 @@ class KafkaSettings(BaseModel):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     batch_max_records: int = Field(500, ge=1, description="Records handled in one database transaction at most.")
+    commit_in_background: bool = Field(
+        True,
+        description=(
+            "Commit a batch's offsets while the next batch is fetched and handled (awaited before the next commit, a "
+            "rebalance or a stop) instead of before the next poll: ≈ 9 ms less per batch cycle on a local broker."),
+    )
     batch_timeout_ms: int = Field(
         100, ge=1,
         description=(
