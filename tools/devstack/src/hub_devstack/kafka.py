@@ -483,8 +483,8 @@ class KafkaServer:
         return _proc.rss_bytes(self.pid) if self.pid else 0
 
 
-async def probe(bootstrap_servers: str, timeout_ms: int = 3000, **options: Any) -> bool:
-    """True when the cluster answers a metadata request and has at least one live broker."""
+async def probe(bootstrap_servers: str, timeout_ms: int = 3000, min_brokers: int = 1, **options: Any) -> bool:
+    """True when the cluster answers a metadata request and has at least `min_brokers` live brokers."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     options["bootstrap_servers"] = bootstrap_servers
@@ -492,7 +492,7 @@ async def probe(bootstrap_servers: str, timeout_ms: int = 3000, **options: Any) 
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
-        return bool(cluster.get("brokers"))
+        return len(cluster.get("brokers") or []) >= min_brokers
     finally:
         await admin.close()
 
@@ -567,11 +567,25 @@ class KafkaCluster:
         with ThreadPoolExecutor(max_workers=len(self.nodes), thread_name_prefix="kafka-node") as pool:
             for future in [pool.submit(n.start, timeout) for n in self.nodes]:
                 future.result()
+        self.wait_all_registered(timeout)
         return self.bootstrap_servers
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         for n in self.nodes:
             n.wait_ready(timeout)
+        self.wait_all_registered(timeout)
+
+    def wait_all_registered(self, timeout: float = 180.0) -> None:
+        """Until every node is a live broker in the metadata. A node answers as soon as it is itself
+        registered, so without this a topic created right after start could get a replication factor
+        of 2 from a cluster of 3 (seen in CI: the size is read from the live brokers)."""
+        first = self.nodes[0]
+        _proc.wait_until_ready(
+            "kafka cluster", is_running=lambda: all(n.is_running() for n in self.nodes), host=_HOST, port=first.port,
+            timeout=timeout,
+            probe=lambda: _proc.run_coro_sync(lambda: probe(**first.client_options(), min_brokers=len(self.nodes))),
+            log_tail=lambda: "\n".join(f"node {n.node_id}: {_proc.tail(n.log_file, 10)}" for n in self.nodes),
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         for n in reversed(self.nodes):
