@@ -63,3 +63,46 @@ async def test_a_commit_on_another_connection_wakes_the_relay(hub_env: HubEnv, k
     finally:
         await pool.close()
         await relay.stop()
+
+
+async def test_after_publishing_all_it_found_the_relay_waits_for_the_next_commit_without_asking_again(
+        hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """A SELECT that fetched fewer rows than its limit took everything committed then, and any later commit
+    notifies: the relay waits instead of sending one more (empty) SELECT per batch. Each commit, from this process
+    or another, still comes out at once (the poll is an hour here)."""
+    from hub_devstack.provision import provision_service
+
+    dsn = await provision_service(hub_env.admin_dsn, hub_env.database, "echo", "echo")
+    await db.migrate_async(dsn, "echo", None)
+    relay = OutboxRelay(dsn, "echo", hub_env.kafka_settings("echo"), "echo", poll_seconds=3600)
+    fetched: list[int] = []
+    publish_once = relay._publish_once
+
+    async def counting(conn: object) -> int:
+        n = await publish_once(conn)  # type: ignore[arg-type]
+        fetched.append(n)
+        return n
+
+    relay._publish_once = counting  # type: ignore[method-assign]
+    out = await kafka_probe.reader(DiagPong.TOPIC)
+    await relay.start()
+    pool = await db.create_pool(dsn, "echo")
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while relay.waits == 0:
+            assert loop.time() < deadline, "the relay never became leader"
+            await asyncio.sleep(0.05)
+        records = []
+        for i in range(3):
+            async with pool.acquire() as conn, conn.transaction():
+                await write_outbox_rows(conn, [OutboxRow(hub_env.topic(DiagPong.TOPIC), "k", None, f"commit {i}".encode(), None)])
+            records += await kafka_probe.collect(out, lambda rs: len(rs) >= 1, timeout=60)
+            waited = relay.waits
+            while relay.waits == waited and loop.time() < deadline:  # back to waiting after this row
+                await asyncio.sleep(0.02)
+        assert [r.value for r in records] == [b"commit 0", b"commit 1", b"commit 2"]
+        assert fetched == [0, 1, 1, 1], "one SELECT per commit, none left empty after a publish"
+    finally:
+        await pool.close()
+        await relay.stop()

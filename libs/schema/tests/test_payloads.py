@@ -264,3 +264,54 @@ def test_a_type_read_from_another_topic_is_wrong_topic_before_its_payload_is_loo
     assert home.value.code == "invalid_payload", "on its own topic, the payload is what is wrong"
     valid = encode(_envelope(sample("pm.task.upserted")))
     assert parse_event(valid, topic=topics.PM_INGEST).event_type == "pm.task.upserted"
+
+
+@pytest.mark.parametrize("key", KEYS, ids=[f"{t}-v{v}" for t, v in KEYS])
+def test_a_trusted_envelope_is_the_validated_one_without_the_second_validation(key: tuple[str, int]) -> None:
+    """`make_event(trusted=True)` (what handlers' `emit` uses) builds the envelope without validating it again:
+    it must be the very envelope, field for field and byte for byte, that validation would have built."""
+    payload = SAMPLES[key]
+    fields = dict(org_id="org-1", entity_key="test:1", producer="tasks", origin="pm", event_id=uuid.uuid4(),
+                  correlation_id=uuid.uuid4(), causation_id=uuid.uuid4(), occurred_at=datetime.fromisoformat("2024-05-01T09:00:00+09:00"))
+    checked, trusted = make_event(payload, **fields), make_event(payload, **fields, trusted=True)
+    assert trusted == checked
+    assert encode(trusted) == encode(checked)
+    assert parse_event(encode(trusted)).payload == payload
+
+
+@pytest.mark.parametrize(("field", "value"), [("entity_key", "k" * 201), ("entity_key", ""), ("org_id", "o" * 81)])
+def test_a_trusted_envelope_still_refuses_a_key_or_org_a_handler_made_too_long(field: str, value: str) -> None:
+    args: dict[str, Any] = dict(org_id="org-1", entity_key="test:1", producer="tasks", origin="pm")
+    args[field] = value
+    with pytest.raises(ValueError, match=field):
+        make_event(sample("pm.task.create"), **args, trusted=True)
+    with pytest.raises(ValidationError):
+        make_event(sample("pm.task.create"), **args)
+
+
+@pytest.mark.parametrize(("value", "accepted"), [("NaN", False), ("Infinity", False), ("-Infinity", False), ("日本語 ✓", True)])
+def test_the_payload_is_judged_as_the_standard_library_wrote_it(value: str, accepted: bool) -> None:
+    """The payload is written back to JSON for its strict model (pydantic-core's writer, not `json.dumps`): a NaN or
+    an infinity read from the wire is still refused where a number is expected, and text outside ASCII reaches the
+    model as it was sent."""
+    event_type = "crm.deal.upserted" if not accepted else "pm.task.upserted"
+    if accepted:
+        raw = _raw(event_type, {**_sample_json(event_type), "title": value})
+        assert parse_event(raw).payload.title == value
+    else:
+        raw = _raw(event_type, {**_sample_json(event_type), "amount": 1.5}).replace(b'"amount": 1.5', f'"amount": {value}'.encode())
+        assert value.encode() in raw
+        assert "amount" in _refused_raw(raw).reason
+
+
+def _refused_raw(raw: bytes) -> InvalidEvent:
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(raw)
+    return info.value
+
+
+def test_a_lone_surrogate_escape_is_refused_by_the_envelope_parser() -> None:
+    """Why the payload's re-encoding need not handle a string UTF-8 cannot carry: it never gets that far."""
+    raw = _raw("pm.task.upserted", {**_sample_json("pm.task.upserted"), "title": "x"}).replace(b'"title": "x"', b'"title": "\\ud800"')
+    assert b"\\ud800" in raw
+    assert _refused_raw(raw).code == "malformed_json"

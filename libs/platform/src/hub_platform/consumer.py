@@ -197,6 +197,7 @@ class HandlerContext:
             correlation_id=incoming.correlation_id,
             causation_id=incoming.event_id,
             event_id=event_id,
+            trusted=True,
         )
         if self.trace_headers is None:
             self.trace_headers = current_trace_headers()

@@ -166,9 +166,12 @@ class OutboxRelay:
                 await self._producer.start()
             while True:
                 published = await self._publish_once(conn)
-                if published == 0:
-                    if self._stopping:
-                        return
+                if published == 0 and self._stopping:
+                    return
+                if published < self.batch and not self._stopping:
+                    # it took all there was: a row committed since notifies (`_wake`), so wait rather than ask again
+                    # (the empty SELECT was a round trip per batch, on the path of the next batch's events)
+                    metrics.OUTBOX_BACKLOG.labels(self.service).set(0)
                     await self._wait()
         finally:
             self.is_leader = False
