@@ -7,7 +7,6 @@ anything that arrives from outside is validated before a handler sees it.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Generic, Literal, TypeVar
