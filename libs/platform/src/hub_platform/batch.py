@@ -8,8 +8,10 @@ Rows are dataclasses or mappings; the column names are the field names.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -60,8 +62,30 @@ async def upsert_rows(conn: asyncpg.Connection, table: str, rows: Sequence[Any],
     """
     if not rows:
         return 0
-    mappings = sorted((_as_mapping(r) for r in rows), key=lambda m: tuple(str(m[k]) for k in key))
-    columns = list(columns or mappings[0].keys())
+    first = rows[0]
+    if dataclasses.is_dataclass(first) and all(type(r) is type(first) for r in rows):
+        # attribute getters made once per call: building a dict per row was a tenth of a flush's CPU
+        columns = list(columns or _field_names(type(first)))
+        values, keys = _getter(operator.attrgetter, columns), _getter(operator.attrgetter, key)
+        ordered: Sequence[Any] = rows
+    else:
+        ordered = [_as_mapping(r) for r in rows]
+        columns = list(columns or ordered[0].keys())
+        values, keys = _getter(operator.itemgetter, columns), _getter(operator.itemgetter, key)
+    ordered = sorted(ordered, key=lambda r: tuple(str(v) for v in keys(r)))
     await conn.executemany(upsert_sql(table, columns, key=key, version=version, update=update),
-                           [tuple(m[c] for c in columns) for m in mappings])
-    return len(mappings)
+                           [values(r) for r in ordered])
+    return len(ordered)
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _getter(kind: Any, names: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """`attrgetter`/`itemgetter` of `names` that always returns a tuple (they return a bare value for one name)."""
+    get = kind(*names)
+    if len(names) == 1:
+        return lambda r: (get(r),)
+    return get  # type: ignore[no-any-return]
