@@ -100,6 +100,11 @@ async def _decoder(msg: Any, original: Callable[..., Any]) -> Any:
     return None
 
 
+def _commit_failed(exc: BaseException) -> None:
+    """A failed offset commit (a rebalance moved the partition) loses nothing: the next owner replays the batch."""
+    log.warning("offset commit failed; the batch's next owner replays it (its inbox absorbs it)", error=repr(exc))
+
+
 def poll_without_idle_sleep(subscriber: Any, kafka: KafkaSettings) -> None:
     """FastStream's batch subscriber sleeps `batch_timeout_ms` after every empty poll, on top of the poll's own
     wait of `batch_timeout_ms`: an event that arrives during the sleep waits for it, which was the larger part of
@@ -273,7 +278,7 @@ class HubService:
         except asyncio.TimeoutError:
             self._wedged(since)
         except Exception as exc:
-            log.warning("offset commit failed; the batch's next owner replays it (its inbox absorbs it)", error=repr(exc))
+            _commit_failed(exc)
 
     async def settle_commit(self) -> None:
         """Wait for the offset commit in flight, if any (its watchdog bounds the wait)."""
@@ -283,7 +288,7 @@ class HubService:
         try:
             await asyncio.shield(task)
         except Exception as exc:
-            log.warning("offset commit failed; the batch's next owner replays it (its inbox absorbs it)", error=repr(exc))
+            _commit_failed(exc)
 
     def _wedged(self, since: float) -> None:
         log.error("ALERT consumer wedged: the offset commit did not return; exiting for a restart",
