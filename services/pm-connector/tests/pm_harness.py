@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -58,6 +60,12 @@ async def pm_connector(env: HubEnv, fake: FakeZoho | None = None, **settings: st
         connector = Connector(s, orgs={ORG: org})
         service = build(s, connector)
         async with running(service):
+            # the poll loop's first round (a poll and a sweep) runs at start: a test that calls poll or sweep itself
+            # does so after it, or the two could both see a deletion and the test find it already published
+            deadline = asyncio.get_running_loop().time() + 60
+            while connector.rounds == 0:
+                assert asyncio.get_running_loop().time() < deadline, "the connector's first poll round never ended"
+                await asyncio.sleep(0.02)
             try:
                 yield Pm(fake, connector, service)
             finally:

@@ -23,6 +23,7 @@ from hub_platform import failpoints, metrics
 from hub_platform.db import json_text
 from hub_platform.logs import get_logger
 from hub_platform.settings import KafkaSettings
+from hub_platform.waiting import wait_event
 
 log = get_logger(__name__)
 
@@ -183,8 +184,7 @@ class OutboxRelay:
 
     async def _wait(self) -> None:
         self.waits += 1
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        await wait_event(self._wake, self.poll_seconds)
         self._wake.clear()
 
     async def _publish_once(self, conn: asyncpg.Connection) -> int:

@@ -46,6 +46,7 @@ from hub_platform import failpoints, metrics
 from hub_platform.logs import get_logger
 from hub_platform.outbox import write_outbox
 from hub_platform.telemetry import current_trace_headers
+from hub_platform.waiting import wait_event
 from hub_schema import Payload, encode, make_event
 from hub_schema.events.notifications import NotificationFailed, NotificationSent
 
@@ -158,8 +159,7 @@ class Sender:
                 await asyncio.sleep(1.0)
             if not worked:
                 self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.policy.poll_seconds)
+                await wait_event(self._wake, self.policy.poll_seconds)
 
     async def _once(self) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():

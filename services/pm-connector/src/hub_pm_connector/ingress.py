@@ -22,6 +22,7 @@ from starlette.requests import Request
 from hub_platform import metrics
 from hub_platform.http import HubApi, UpstreamSecretAuth
 from hub_platform.logs import get_logger
+from hub_platform.waiting import wait_event
 from hub_pm_connector import domain
 from hub_pm_connector.settings import KINDS, SWEPT, PmConnectorSettings
 from hub_schema import Payload
@@ -48,6 +49,8 @@ class Connector(ZohoConnector):
         self.settings: PmConnectorSettings = settings
         self.projects = {org_id: ProjectsClient(api) for org_id, api in self.apis.items()}
         self.poll_now = asyncio.Event()
+        self.rounds = 0
+        """Rounds of `poll_loop` done (poll, and the sweep when due): what waits for the first round reads it."""
 
     async def observe(self, conn: asyncpg.Connection, org_id: str, portal_id: str, kind: str, record_id: str,
                       rec: dict[str, Any] | None, emit: Emit, command_id: uuid.UUID | None = None,
@@ -176,11 +179,9 @@ class Connector(ZohoConnector):
                     log.warning("projects poll failed, trying again", org_id=org_id, error=repr(exc))
             if sweep:
                 last_sweep = time.monotonic()
+            self.rounds += 1
             self.poll_now.clear()
-            try:
-                await asyncio.wait_for(self.poll_now.wait(), self.settings.pm_connector_poll_seconds)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self.poll_now, self.settings.pm_connector_poll_seconds)
 
     # -- the optional workflow webhook ----------------------------------------------------------------
 
