@@ -36,23 +36,33 @@ async def test_rows_get_ids_in_list_order_with_their_headers_and_bytes(hub_env: 
         await pool.close()
 
 
-async def test_a_commit_on_another_connection_wakes_the_relay(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
-    """A replica that is not the relay's leader commits a batch: the leader hears of it (NOTIFY on commit), not
-    from its poll, which is an hour here, so the row can only come out because the commit woke it."""
+async def _echo_relay(hub_env: HubEnv) -> tuple[str, OutboxRelay]:
+    """The echo schema, migrated, and a relay on it whose poll is an hour (so only a notification wakes it)."""
     from hub_devstack.provision import provision_service
 
     dsn = await provision_service(hub_env.admin_dsn, hub_env.database, "echo", "echo")
     await db.migrate_async(dsn, "echo", None)
-    relay = OutboxRelay(dsn, "echo", hub_env.kafka_settings("echo"), "echo", poll_seconds=3600)
+    return dsn, OutboxRelay(dsn, "echo", hub_env.kafka_settings("echo"), "echo", poll_seconds=3600)
+
+
+async def _until_leader_and_waiting(relay: OutboxRelay, deadline: float) -> None:
+    """Leader, its first (empty) publish done, now waiting."""
+    while relay.waits == 0:
+        assert asyncio.get_running_loop().time() < deadline, "the relay never became leader"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_commit_on_another_connection_wakes_the_relay(hub_env: HubEnv, kafka_probe: KafkaProbe) -> None:
+    """A replica that is not the relay's leader commits a batch: the leader hears of it (NOTIFY on commit), not
+    from its poll, which is an hour here, so the row can only come out because the commit woke it."""
+    dsn, relay = await _echo_relay(hub_env)
     out = await kafka_probe.reader(DiagPong.TOPIC)
     await relay.start()
     pool = await db.create_pool(dsn, "echo")
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
-        while relay.waits == 0:  # leader, first (empty) publish done, now waiting
-            assert loop.time() < deadline, "the relay never became leader"
-            await asyncio.sleep(0.05)
+        await _until_leader_and_waiting(relay, deadline)
         async with pool.acquire() as conn, conn.transaction():
             await write_outbox_rows(conn, [OutboxRow(hub_env.topic(DiagPong.TOPIC), "k", None, b"from another replica", None)])
         records = await kafka_probe.collect(out, lambda rs: len(rs) >= 1, timeout=60)
@@ -70,11 +80,7 @@ async def test_after_publishing_all_it_found_the_relay_waits_for_the_next_commit
     """A SELECT that fetched fewer rows than its limit took everything committed then, and any later commit
     notifies: the relay waits instead of sending one more (empty) SELECT per batch. Each commit, from this process
     or another, still comes out at once (the poll is an hour here)."""
-    from hub_devstack.provision import provision_service
-
-    dsn = await provision_service(hub_env.admin_dsn, hub_env.database, "echo", "echo")
-    await db.migrate_async(dsn, "echo", None)
-    relay = OutboxRelay(dsn, "echo", hub_env.kafka_settings("echo"), "echo", poll_seconds=3600)
+    dsn, relay = await _echo_relay(hub_env)
     fetched: list[int] = []
     publish_once = relay._publish_once
 
@@ -90,16 +96,17 @@ async def test_after_publishing_all_it_found_the_relay_waits_for_the_next_commit
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
-        while relay.waits == 0:
-            assert loop.time() < deadline, "the relay never became leader"
-            await asyncio.sleep(0.05)
+        await _until_leader_and_waiting(relay, deadline)
         records = []
         for i in range(3):
             async with pool.acquire() as conn, conn.transaction():
                 await write_outbox_rows(conn, [OutboxRow(hub_env.topic(DiagPong.TOPIC), "k", None, f"commit {i}".encode(), None)])
             records += await kafka_probe.collect(out, lambda rs: len(rs) >= 1, timeout=60)
-            waited = relay.waits
-            while relay.waits == waited and loop.time() < deadline:  # back to waiting after this row
+            # the next commit only once this publish returned (the record can reach the reader before it does); the
+            # relay then decides at once, without awaiting anything, whether to wait or to ask again
+            back_by = loop.time() + 60
+            while len(fetched) < i + 2:
+                assert loop.time() < back_by, "the relay's publish did not return"
                 await asyncio.sleep(0.02)
         assert [r.value for r in records] == [b"commit 0", b"commit 1", b"commit 2"]
         assert fetched == [0, 1, 1, 1], "one SELECT per commit, none left empty after a publish"
