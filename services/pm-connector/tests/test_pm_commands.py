@@ -50,7 +50,9 @@ async def test_project_with_new_group_client_company_and_client_users_is_created
             new_client_users=[cmd.NewClientUser(email="GINA@globex.example", name="Gina again", crm_contact_id="c-3")])
         for c in (create, create, taken):
             await kafka_probe.send(command(c))
-        records = await kafka_probe.collect(out, lambda rs: bool(of(rs, taken.command_id)) and "pm.project.upserted" in of(rs, create.command_id))
+        every_echo = {"pm.client_company.upserted", "pm.client_user.upserted", "pm.project.upserted", "pm.project_group.upserted"}
+        # the echoes are keyed by what they describe (several partitions, any order): wait for every one
+        records = await kafka_probe.collect(out, lambda rs: bool(of(rs, taken.command_id)) and every_echo <= set(of(rs, create.command_id)))
 
         echo = of(records, create.command_id)
         assert sorted(echo) == ["pm.client_company.upserted", "pm.client_user.upserted", "pm.project.upserted", "pm.project_group.upserted"]
@@ -91,7 +93,9 @@ async def test_members_companies_users_and_portal_users_commands(hub_env: HubEnv
         group = cmd.PmProjectGroupCreate(command_id=uuid.uuid4(), portal_id=PORTAL, name="Key accounts")
         for c in (rename, client, company, grant, invite, again, gone, group, missing):
             await kafka_probe.send(command(c))
-        records = await kafka_probe.collect(out, lambda rs: bool(of(rs, missing.command_id)))
+        # the echoes are keyed by what they describe, so they arrive on several partitions in any order: wait for each
+        sent = (rename, client, company, grant, invite, again, gone, group, missing)
+        records = await kafka_probe.collect(out, lambda rs: all(of(rs, c.command_id) for c in sent))
 
         assert of(records, rename.command_id)["pm.client_company.upserted"][0].name == "Acme Corporation"
         cleo = of(records, client.command_id)["pm.client_user.upserted"][0]
@@ -112,7 +116,7 @@ async def test_members_companies_users_and_portal_users_commands(hub_env: HubEnv
         add = cmd.PmProjectAddClientUsers(command_id=uuid.uuid4(), portal_id=PORTAL, project_id=project, client_user_ids=[cleo.id])
         for c in (move, add):
             await kafka_probe.send(command(c))
-        records = await kafka_probe.collect(out, lambda rs: bool(of(rs, add.command_id)))
+        records = await kafka_probe.collect(out, lambda rs: bool(of(rs, move.command_id)) and bool(of(rs, add.command_id)))
         moved = of(records, move.command_id)["pm.client_user.upserted"][0]
         assert (moved.name, moved.client_company_id) == ("Cleo B.", move.client_company_id)
         added = of(records, add.command_id)["pm.project.upserted"][0]
@@ -146,7 +150,8 @@ async def test_a_project_creation_that_failed_half_way_goes_on_without_creating_
                                      new_client_company=cmd.NewClientCompany(name="Initech", crm_account_id="a-7"),
                                      new_client_users=[cmd.NewClientUser(email="peter@initech.example", name="Peter", crm_contact_id="c-7")])
         await kafka_probe.send(command(create))
-        records = await kafka_probe.collect(out, lambda rs: "pm.project.upserted" in of(rs, create.command_id), timeout=90)
+        echoes = {"pm.project.upserted", "pm.client_company.upserted", "pm.client_user.upserted"}
+        records = await kafka_probe.collect(out, lambda rs: echoes <= set(of(rs, create.command_id)), timeout=90)
         echo = of(records, create.command_id)
         assert pm.fake.limits.fail_paths[f"POST /api/v3/portal/{PORTAL}/projects"] == 0, "every failure was met"
         assert [c["name"] for c in pm.fake.pm["clients"].values()].count("Initech") == 1
