@@ -130,6 +130,8 @@ async def test_a_batch_of_new_flagged_tasks_costs_the_same_statements_whatever_i
     small = await counted.batch([flagged_task(f"s-{tag}-{i}") for i in range(5)])
     large = await counted.batch([flagged_task(f"l-{tag}-{i}") for i in range(50)])
     assert small == large, "set-based: the statements of a batch do not grow with its events"
+    reads = [q for q in counted.statements if q.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1 and reads[0].startswith("SELECT ARRAY("), f"the state's loads are one round trip: {reads}"
     creates = await commands(counted.conn, "crm.task.create")
     assert len(creates) == 57
     assert {c["payload"]["owner_id"] for c in creates} == {"u-1"}

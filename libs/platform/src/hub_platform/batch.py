@@ -97,3 +97,48 @@ def _getter(kind: Any, names: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]
     if len(names) == 1:
         return lambda r: (get(r),)
     return get  # type: ignore[no-any-return]
+
+
+class LoadRound:
+    """Several set-based loads of one batch's state in one round trip.
+
+    A batch's state loads are independent `SELECT`s of different tables; sent one after another they are one round
+    trip each (six for a tasks batch of PM tasks), a fixed cost every batch pays, most of a small batch's time. Here
+    each load is a sub-select yielding whole rows of its table (`SELECT t FROM pm_tasks t WHERE …`), and the round
+    sends them as one statement, `SELECT ARRAY(…) AS pm_tasks, ARRAY(…) AS users, …`: PostgreSQL returns each as an
+    array of the table's row type, which asyncpg decodes to `Record`s with the table's column names, typed as a
+    plain `SELECT *` would be (jsonb included: it needs the binary jsonb codec of `hub_platform.db`).
+
+    Parameters are placed with `arg`, which returns the placeholder (`$3::text[]`) for the SQL being built, so the
+    text is written with its final numbers and never renumbered. A load that is not added costs nothing; each
+    combination of loads is one statement text, prepared once per connection (asyncpg's statement cache).
+    """
+
+    def __init__(self) -> None:
+        self._args: list[Any] = []
+        self._loads: dict[str, str] = {}
+
+    def arg(self, value: Any, pg_type: str) -> str:
+        """A parameter of the round: its placeholder, with its type (`text[]`, `uuid[]`) cast on."""
+        _check(pg_type.removesuffix("[]"))
+        self._args.append(value)
+        return f"${len(self._args)}::{pg_type}"
+
+    def add(self, name: str, rows_sql: str) -> None:
+        """`rows_sql` selects one column, a whole row of a table (`SELECT t FROM users t WHERE …`); the round's
+        result has its rows under `name`."""
+        _check(name)
+        if name in self._loads:
+            raise ValueError(f"{name!r} is loaded twice in one round")
+        self._loads[name] = rows_sql
+
+    def __bool__(self) -> bool:
+        return bool(self._loads)
+
+    async def fetch(self, conn: asyncpg.Connection) -> dict[str, list[asyncpg.Record]]:
+        """Every load's rows by name ({} and no round trip if nothing was added)."""
+        if not self._loads:
+            return {}
+        sql = "SELECT " + ", ".join(f"ARRAY({q}) AS {name}" for name, q in self._loads.items())
+        row = await conn.fetchrow(sql, *self._args)
+        return {name: row[name] for name in self._loads}

@@ -18,19 +18,39 @@ import orjson
 PLATFORM_MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def json_text(value: object) -> str:
+def json_bytes(value: object) -> bytes:
     """JSON for a json/jsonb parameter, with orjson: the standard library's encoder was ~5% of the tasks
     service's CPU in its bulk writes. Non-string keys become strings, as `json.dumps` makes them; what orjson
     refuses (an integer beyond 64 bits in a custom field) goes through `json.dumps` as before. Reading stays with
     `json.loads`: orjson reads such an integer as a float."""
     try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError:
-        return json.dumps(value)
+        return json.dumps(value).encode()
+
+
+def json_text(value: object) -> str:
+    return json_bytes(value).decode()
+
+
+JSONB_FORMAT_VERSION = b"\x01"
+"""jsonb's binary wire format: a version byte (1, the only one PostgreSQL knows), then the JSON text."""
+
+
+def jsonb_encode(value: object) -> bytes:
+    return JSONB_FORMAT_VERSION + json_bytes(value)
+
+
+def jsonb_decode(data: bytes) -> object:
+    if data[:1] != JSONB_FORMAT_VERSION:
+        raise ValueError(f"unknown jsonb binary format version {data[:1]!r}")
+    return json.loads(data[1:])
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json_text, decoder=json.loads, schema="pg_catalog")
+    # jsonb in binary format: asyncpg decodes a row type (`SELECT t FROM pm_tasks t`, see hub_platform.batch.LoadRound)
+    # only with binary codecs for all its columns, and it saves the server a text conversion either way
+    await conn.set_type_codec("jsonb", encoder=jsonb_encode, decoder=jsonb_decode, schema="pg_catalog", format="binary")
     await conn.set_type_codec("json", encoder=json_text, decoder=json.loads, schema="pg_catalog")
 
 

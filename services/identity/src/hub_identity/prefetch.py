@@ -12,9 +12,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from hub_identity import storage
 from hub_identity.rows import name_norm
 from hub_identity.state import IdentityState
 from hub_identity.table import Key, Table
+from hub_platform.batch import LoadRound
 from hub_schema import Event
 from hub_schema.events import crm, pm
 from hub_schema.names import normalise_email
@@ -39,10 +41,25 @@ class Wants:
             self.values[(table, index)].add(value)
 
     async def read(self) -> None:
+        """Every key and index value gathered, in one round trip (hub_platform.batch.LoadRound); taken in the order
+        the reads were one per table before: keys first, then index values (a row known keeps its first copy)."""
+        r = LoadRound()
+        taken: list[tuple[str, Table[Any], list[Key], tuple[str, list[Key]] | None]] = []
         for table, keys in self.keys.items():
-            await self.state.need(table, keys)
+            if missing := table.missing(keys):
+                name = f"load_{len(taken)}"
+                storage.query_rows(r, name, table.name, table.row_type, table.key_columns, missing, lock=table.lock)
+                taken.append((name, table, missing, None))
         for (table, index), values in self.values.items():
-            await self.state.need_index(table, index, values)
+            if todo := sorted({v for v in values if None not in v and (index, v) not in table.complete}):
+                name = f"load_{len(taken)}"
+                storage.query_rows(r, name, table.name, table.row_type, table.indexes[index].columns, todo, lock=table.lock)
+                taken.append((name, table, [], (index, todo)))
+        loaded = await r.fetch(self.state.conn)
+        for name, table, keys, complete in taken:
+            table.loaded(keys, storage.rows_of(table.row_type, loaded[name]))
+            if complete is not None:
+                table.complete.update((complete[0], v) for v in complete[1])
 
 
 async def prefetch(st: IdentityState, events: Sequence[Event[Any]]) -> None:

@@ -23,6 +23,7 @@ import asyncpg
 from hub_linking import domain, rows
 from hub_linking.storage import tables
 from hub_linking.storage.tables import Key, TableSpec
+from hub_platform.batch import LoadRound
 from hub_schema import Event
 from hub_schema.events import crm, identity, pm
 
@@ -38,11 +39,18 @@ class Table(Generic[R]):
         self.dirty: set[Key] = set()
 
     async def preload(self, conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
-        missing = sorted({k for k in keys if k not in self.rows})
-        if not missing:
-            return
-        self.rows.update(dict.fromkeys(missing))
-        for row in await tables.load_rows(conn, self.spec, missing):
+        missing = self.missing(keys)
+        if missing:
+            self.take(missing, await tables.load_rows(conn, self.spec, missing))
+
+    def missing(self, keys: Iterable[Key]) -> list[Key]:
+        """The keys of `keys` not held yet (read or known absent)."""
+        return sorted({k for k in keys if k not in self.rows})
+
+    def take(self, keys: Iterable[Key], found: Iterable[R]) -> None:
+        """`found` read for `keys` (a key without a row: known absent)."""
+        self.rows.update(dict.fromkeys(keys))
+        for row in found:
             self.rows[self.spec.key_of(row)] = row
 
     async def get(self, conn: asyncpg.Connection, key: Key) -> R | None:
@@ -146,14 +154,27 @@ class LinkingState:
                 want["client_users"].add((org, p.portal_id, p.id))
             elif isinstance(p, (pm.PmProjectGroupUpserted, pm.PmProjectGroupDeleted)):
                 want["groups"].add((org, p.portal_id, p.id))
+        # every table in one round trip (hub_platform.batch.LoadRound); the pairs of won deals' accounts on the org's
+        # portal come from a join with the integration, whose portal the loads cannot know before
+        first = LoadRound()
+        missing: dict[str, list[Key]] = {}
         for name, keys in want.items():
-            if name != "pairs":
-                await getattr(state, name).preload(conn, keys)
+            if todo := getattr(state, name).missing(keys):
+                missing[name] = todo
+                tables.query_rows(first, getattr(state, name).spec, todo)
+        if deal_accounts:
+            tables.query_account_pairs_of_integrations(first, deal_accounts)
+        loaded = await first.fetch(conn)
+        for name, todo in missing.items():
+            table = getattr(state, name)
+            table.take(todo, [tables.row_of(table.spec, r) for r in loaded[table.spec.table]])
+        account_pairs = []
         for org, account_id in deal_accounts:  # the won deals' accounts' pairs, on their org's portal
             integ = state.integrations.rows.get((org,))
-            if integ is not None:
-                want["pairs"].add((org, integ.portal_id, "account", account_id))
-        await state.pairs.preload(conn, want["pairs"])
+            if integ is not None and (key := (org, integ.portal_id, "account", account_id)) not in state.pairs.rows:
+                account_pairs.append(key)
+        if account_pairs:
+            state.pairs.take(account_pairs, [tables.row_of(tables.PAIRS, r) for r in loaded["account_pairs"]])
         return state
 
     # --- what handlers ask ------------------------------------------------------------------------------

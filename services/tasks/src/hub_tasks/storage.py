@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
 
-from hub_platform.batch import upsert_rows
+from hub_platform.batch import LoadRound, upsert_rows
 from hub_tasks.domain import State
 from hub_tasks.records import (Command, CrmTask, Decision, DisplayName, Integration, Link, Mapping, PmTask, Project,
                                User)
@@ -36,48 +36,106 @@ def _of(cls: type, rows: Sequence[asyncpg.Record]) -> list[Any]:
 
 
 # --- loads ---------------------------------------------------------------------------------
+#
+# Each load is a `query_*` that adds its sub-select to a `LoadRound` (the batch's first loads go out as one
+# statement, see TasksState._preload) and a `*_of` that types its rows; `load_*` is the same load on its own.
+
+
+def _in(r: LoadRound, columns: str, keys: Keys, width: int) -> str:
+    """`(columns) IN (the composite keys)`, the keys as one text array parameter per column."""
+    arrays = ", ".join(r.arg(col, "text[]") for col in _columns(keys, width))
+    return f"({columns}) IN (SELECT * FROM unnest({arrays}))"
+
+
+async def _alone(conn: asyncpg.Connection, query: Callable[..., None], name: str, *keys: Any) -> list[asyncpg.Record]:
+    r = LoadRound()
+    query(r, *keys)
+    return (await r.fetch(conn))[name]
+
+
+def query_integrations(r: LoadRound, org_ids: Sequence[str]) -> None:
+    r.add("integrations", f"SELECT t FROM integrations t WHERE t.org_id = ANY({r.arg(list(org_ids), 'text[]')})")
+
+
+def integrations_of(rows: Sequence[asyncpg.Record]) -> list[Integration]:
+    return _of(Integration, rows)
 
 
 async def load_integrations(conn: asyncpg.Connection, org_ids: Sequence[str]) -> list[Integration]:
-    return _of(Integration, await conn.fetch("SELECT * FROM integrations WHERE org_id = ANY($1::text[])", list(org_ids)))
+    return integrations_of(await _alone(conn, query_integrations, "integrations", org_ids))
+
+
+def query_users(r: LoadRound, by_crm: Keys, by_portal: Keys) -> None:
+    """Users by (org, CRM user) and by (org, portal user): two loads, each an index lookup (one `OR` of both would
+    scan the table); a user found by both comes twice, `users_of` keeps one."""
+    r.add("users_by_crm", f"SELECT t FROM users t WHERE {_in(r, 't.org_id, t.crm_user_id', by_crm, 2)}")
+    r.add("users_by_portal", f"SELECT t FROM users t WHERE {_in(r, 't.org_id, t.portal_user_id', by_portal, 2)}")
+
+
+def users_of(loaded: dict[str, list[asyncpg.Record]]) -> list[User]:
+    rows = {(r["org_id"], r["crm_user_id"]): r for r in (*loaded["users_by_crm"], *loaded["users_by_portal"])}
+    return _of(User, list(rows.values()))
 
 
 async def load_users(conn: asyncpg.Connection, by_crm: Keys, by_portal: Keys) -> list[User]:
-    """Users by (org, CRM user) and by (org, portal user)."""
-    rows = await conn.fetch(
-        "SELECT u.* FROM users u JOIN unnest($1::text[], $2::text[]) k(o, i) ON u.org_id = k.o AND u.crm_user_id = k.i "
-        "UNION SELECT u.* FROM users u JOIN unnest($3::text[], $4::text[]) k(o, i) "
-        "ON u.org_id = k.o AND u.portal_user_id = k.i",
-        *_columns(by_crm, 2), *_columns(by_portal, 2))
-    return _of(User, rows)
+    r = LoadRound()
+    query_users(r, by_crm, by_portal)
+    return users_of(await r.fetch(conn))
 
 
-async def load_projects(conn: asyncpg.Connection, keys: Keys) -> list[Project]:
-    rows = await conn.fetch("SELECT * FROM projects WHERE (org_id, project_id) IN "
-                            "(SELECT * FROM unnest($1::text[], $2::text[]))", *_columns(keys, 2))
+def query_projects(r: LoadRound, keys: Keys) -> None:
+    r.add("projects", f"SELECT t FROM projects t WHERE {_in(r, 't.org_id, t.project_id', keys, 2)}")
+
+
+def projects_of(rows: Sequence[asyncpg.Record]) -> list[Project]:
     return _of(Project, rows)
 
 
+async def load_projects(conn: asyncpg.Connection, keys: Keys) -> list[Project]:
+    return projects_of(await _alone(conn, query_projects, "projects", keys))
+
+
+def query_links(r: LoadRound, by_project: Keys, by_record: Keys) -> None:
+    """Every link row (linked or not) of the (org, project)s and of the (org, record type, record id)s: two loads,
+    as for users; `links_of` keeps one of a row found by both."""
+    r.add("links_by_project", f"SELECT t FROM links t WHERE {_in(r, 't.org_id, t.project_id', by_project, 2)}")
+    r.add("links_by_record", f"SELECT t FROM links t WHERE {_in(r, 't.org_id, t.record_type, t.record_id', by_record, 3)}")
+
+
+def links_of(loaded: dict[str, list[asyncpg.Record]]) -> list[Link]:
+    rows = {(r["org_id"], r["project_id"], r["record_type"], r["record_id"]): r
+            for r in (*loaded["links_by_project"], *loaded["links_by_record"])}
+    return _of(Link, list(rows.values()))
+
+
 async def load_links(conn: asyncpg.Connection, by_project: Keys, by_record: Keys) -> list[Link]:
-    """Every link row (linked or not) of the (org, project)s and of the (org, record type, record id)s."""
-    rows = await conn.fetch(
-        "SELECT l.* FROM links l JOIN unnest($1::text[], $2::text[]) k(o, p) ON l.org_id = k.o AND l.project_id = k.p "
-        "UNION SELECT l.* FROM links l JOIN unnest($3::text[], $4::text[], $5::text[]) k(o, t, i) "
-        "ON l.org_id = k.o AND l.record_type = k.t AND l.record_id = k.i",
-        *_columns(by_project, 2), *_columns(by_record, 3))
-    return _of(Link, rows)
+    r = LoadRound()
+    query_links(r, by_project, by_record)
+    return links_of(await r.fetch(conn))
 
 
-async def load_display_names(conn: asyncpg.Connection, keys: Keys) -> list[DisplayName]:
-    rows = await conn.fetch("SELECT * FROM display_names WHERE (org_id, kind, id) IN "
-                            "(SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))", *_columns(keys, 3))
+def query_display_names(r: LoadRound, keys: Keys) -> None:
+    r.add("display_names", f"SELECT t FROM display_names t WHERE {_in(r, 't.org_id, t.kind, t.id', keys, 3)}")
+
+
+def display_names_of(rows: Sequence[asyncpg.Record]) -> list[DisplayName]:
     return _of(DisplayName, rows)
 
 
-async def load_pm_tasks(conn: asyncpg.Connection, keys: Keys) -> list[PmTask]:
-    rows = await conn.fetch("SELECT * FROM pm_tasks WHERE (org_id, task_id) IN "
-                            "(SELECT * FROM unnest($1::text[], $2::text[]))", *_columns(keys, 2))
+async def load_display_names(conn: asyncpg.Connection, keys: Keys) -> list[DisplayName]:
+    return display_names_of(await _alone(conn, query_display_names, "display_names", keys))
+
+
+def query_pm_tasks(r: LoadRound, keys: Keys) -> None:
+    r.add("pm_tasks", f"SELECT t FROM pm_tasks t WHERE {_in(r, 't.org_id, t.task_id', keys, 2)}")
+
+
+def pm_tasks_of(rows: Sequence[asyncpg.Record]) -> list[PmTask]:
     return _of(PmTask, rows)
+
+
+async def load_pm_tasks(conn: asyncpg.Connection, keys: Keys) -> list[PmTask]:
+    return pm_tasks_of(await _alone(conn, query_pm_tasks, "pm_tasks", keys))
 
 
 async def load_flagged_pm_tasks(conn: asyncpg.Connection, org_id: str, portal_id: str) -> list[PmTask]:
@@ -87,10 +145,16 @@ async def load_flagged_pm_tasks(conn: asyncpg.Connection, org_id: str, portal_id
         org_id, portal_id))
 
 
-async def load_crm_tasks(conn: asyncpg.Connection, keys: Keys) -> list[CrmTask]:
-    rows = await conn.fetch("SELECT * FROM crm_tasks WHERE (org_id, task_id) IN "
-                            "(SELECT * FROM unnest($1::text[], $2::text[]))", *_columns(keys, 2))
+def query_crm_tasks(r: LoadRound, keys: Keys) -> None:
+    r.add("crm_tasks", f"SELECT t FROM crm_tasks t WHERE {_in(r, 't.org_id, t.task_id', keys, 2)}")
+
+
+def crm_tasks_of(rows: Sequence[asyncpg.Record]) -> list[CrmTask]:
     return _of(CrmTask, rows)
+
+
+async def load_crm_tasks(conn: asyncpg.Connection, keys: Keys) -> list[CrmTask]:
+    return crm_tasks_of(await _alone(conn, query_crm_tasks, "crm_tasks", keys))
 
 
 _MAPPING_COLUMNS = [f.name for f in dataclasses.fields(Mapping)]
@@ -102,20 +166,29 @@ def _mapping(r: asyncpg.Record) -> Mapping:
     return Mapping(**d)
 
 
+def query_mappings(r: LoadRound, *, by_pm: Keys = (), by_crm: Keys = (), hub_task_ids: Sequence[uuid.UUID] = (),
+                   of_commands: str | None = None) -> None:
+    """Mappings by (org, PM task), (org, CRM task), id, or the ids the commands `of_commands` (a uuid[] placeholder
+    of the same round) were sent for, locked for the batch (another replica handling the other side's key waits
+    instead of overwriting)."""
+    by_command = f" UNION ALL SELECT c.hub_task_id FROM task_commands c WHERE c.command_id = ANY({of_commands})" if of_commands else ""
+    r.add("task_mappings",
+          "SELECT t FROM task_mappings t WHERE t.hub_task_id IN ("
+          f" SELECT m.hub_task_id FROM task_mappings m WHERE {_in(r, 'm.org_id, m.pm_task_id', by_pm, 2)}"
+          f" UNION ALL SELECT m.hub_task_id FROM task_mappings m WHERE {_in(r, 'm.org_id, m.crm_task_id', by_crm, 2)}"
+          f" UNION ALL SELECT unnest({r.arg(list(hub_task_ids), 'uuid[]')}){by_command}"
+          ") ORDER BY t.hub_task_id FOR UPDATE")
+
+
+def mappings_of(rows: Sequence[asyncpg.Record]) -> list[Mapping]:
+    return [_mapping(r) for r in rows]
+
+
 async def load_mappings(conn: asyncpg.Connection, *, by_pm: Keys = (), by_crm: Keys = (),
                         hub_task_ids: Sequence[uuid.UUID] = ()) -> list[Mapping]:
-    """Mappings by (org, PM task), (org, CRM task) or id, locked for the batch (another replica handling the
-    other side's key waits instead of overwriting)."""
-    rows = await conn.fetch(
-        "SELECT * FROM task_mappings WHERE hub_task_id IN ("
-        " SELECT m.hub_task_id FROM task_mappings m JOIN unnest($1::text[], $2::text[]) k(o, t) "
-        " ON m.org_id = k.o AND m.pm_task_id = k.t "
-        " UNION ALL SELECT m.hub_task_id FROM task_mappings m JOIN unnest($3::text[], $4::text[]) k(o, t) "
-        " ON m.org_id = k.o AND m.crm_task_id = k.t "
-        " UNION ALL SELECT unnest($5::uuid[])"
-        ") ORDER BY hub_task_id FOR UPDATE",
-        *_columns(by_pm, 2), *_columns(by_crm, 2), list(hub_task_ids))
-    return [_mapping(r) for r in rows]
+    r = LoadRound()
+    query_mappings(r, by_pm=by_pm, by_crm=by_crm, hub_task_ids=hub_task_ids)
+    return mappings_of((await r.fetch(conn))["task_mappings"])
 
 
 async def load_mappings_of_org(conn: asyncpg.Connection, org_id: str, portal_id: str) -> list[tuple[datetime, Mapping]]:
@@ -125,9 +198,22 @@ async def load_mappings_of_org(conn: asyncpg.Connection, org_id: str, portal_id:
     return [(r["created_at"], _mapping(r)) for r in rows]
 
 
+def query_commands(r: LoadRound, command_ids: Sequence[uuid.UUID]) -> str:
+    """Returns the placeholder of the ids, for `query_mappings(of_commands=…)` in the same round."""
+    ids = r.arg(list(command_ids), "uuid[]")
+    r.add("task_commands", f"SELECT t FROM task_commands t WHERE t.command_id = ANY({ids})")
+    return ids
+
+
+_COMMAND_COLUMNS = [f.name for f in dataclasses.fields(Command)]
+
+
+def commands_of(rows: Sequence[asyncpg.Record]) -> list[Command]:
+    return [Command(**{k: r[k] for k in _COMMAND_COLUMNS}) for r in rows]
+
+
 async def load_commands(conn: asyncpg.Connection, command_ids: Sequence[uuid.UUID]) -> list[Command]:
-    rows = await conn.fetch("SELECT * FROM task_commands WHERE command_id = ANY($1::uuid[])", list(command_ids))
-    return [Command(**{f.name: r[f.name] for f in dataclasses.fields(Command)}) for r in rows]
+    return commands_of(await _alone(conn, query_commands, "task_commands", command_ids))
 
 
 # --- bulk writes ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 
 from hub_identity.storage.matching import note_ambiguous, take_ambiguous
 from hub_identity.storage.profiles import add_profile, latest_profiles, profile_history
-from hub_identity.storage.rows import delete_rows, load_rows, unnormalised_names, upsert
+from hub_identity.storage.rows import delete_rows, load_rows, query_rows, rows_of, unnormalised_names, upsert
 
 __all__ = ["add_profile", "delete_rows", "latest_profiles", "load_rows", "note_ambiguous", "profile_history",
-           "take_ambiguous", "unnormalised_names", "upsert"]
+           "query_rows", "rows_of", "take_ambiguous", "unnormalised_names", "upsert"]

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 
 from hub_linking import rows
-from hub_platform.batch import upsert_rows
+from hub_platform.batch import LoadRound, upsert_rows
 
 R = TypeVar("R")
 Key = tuple[str, ...]
@@ -49,18 +49,37 @@ DEAL_PROJECTS = TableSpec("deal_projects", rows.DealProject, ("org_id", "deal_id
 
 
 def row_of(spec: TableSpec[R], record: asyncpg.Record) -> R:
-    return spec.row(**dict(record))
+    return spec.row(**{c: record[c] for c in spec.columns})
+
+
+def _keys_join(r: LoadRound, spec: TableSpec[Any], keys: Sequence[Key]) -> str:
+    """`JOIN unnest(the keys, one text array per key column) ON` the table's key columns."""
+    k = [f"k{i}" for i in range(len(spec.key))]
+    args = ", ".join(r.arg([key[i] for key in keys], "text[]") for i in range(len(spec.key)))
+    on = " AND ".join(f"t.{c} = u.{k[i]}" for i, c in enumerate(spec.key))
+    return f"JOIN unnest({args}) AS u({', '.join(k)}) ON {on}"
+
+
+def query_rows(r: LoadRound, spec: TableSpec[Any], keys: Sequence[Key]) -> None:
+    """The stored rows of `keys` (every key column text), as one load of the round named after the table."""
+    r.add(spec.table, f"SELECT t FROM {spec.table} t {_keys_join(r, spec, keys)}")
+
+
+def query_account_pairs_of_integrations(r: LoadRound, accounts: Sequence[tuple[str, str]]) -> None:
+    """The pairs of (org, CRM account)s on each org's integrated portal, as the integration stands (a won deal's
+    account: the loads cannot know the portal before the integration is read, so the join reads it)."""
+    orgs, ids = r.arg([a[0] for a in accounts], "text[]"), r.arg([a[1] for a in accounts], "text[]")
+    r.add("account_pairs", f"SELECT t FROM {PAIRS.table} t JOIN {INTEGRATIONS.table} i "
+                           "ON i.org_id = t.org_id AND i.portal_id = t.portal_id "
+                           f"JOIN unnest({orgs}, {ids}) AS u(o, a) ON t.org_id = u.o AND t.crm_id = u.a "
+                           "WHERE t.kind = 'account'")
 
 
 async def load_rows(conn: asyncpg.Connection, spec: TableSpec[R], keys: Sequence[Key]) -> list[R]:
-    """The stored rows of `keys` (every key column text), in one statement."""
-    k = [f"k{i}" for i in range(len(spec.key))]
-    args = ", ".join(f"${i + 1}::text[]" for i in range(len(spec.key)))
-    on = " AND ".join(f"t.{c} = u.{k[i]}" for i, c in enumerate(spec.key))
-    sql = (f"SELECT {', '.join('t.' + c for c in spec.columns)} FROM {spec.table} t "
-           f"JOIN unnest({args}) AS u({', '.join(k)}) ON {on}")
-    found = await conn.fetch(sql, *[[key[i] for key in keys] for i in range(len(spec.key))])
-    return [row_of(spec, r) for r in found]
+    """The stored rows of `keys`, in one statement."""
+    r = LoadRound()
+    query_rows(r, spec, keys)
+    return [row_of(spec, x) for x in (await r.fetch(conn))[spec.table]]
 
 
 async def write_rows(conn: asyncpg.Connection, spec: TableSpec[R], changed: Sequence[R]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from hub_platform.batch import LoadRound
 from hub_schema import Event
 from hub_schema.events import crm, identity, linking, pm
 from hub_tasks import storage
@@ -120,22 +121,67 @@ class TasksState(ProjectionRows, TaskRows):
                 commands.add(p.command_id)
             elif isinstance(p, NAMED_RECORDS):
                 names.add((org, e.event_type.split(".")[1], p.id))
-        await self._load_integrations(orgs)
+        # the first loads in one round trip (hub_platform.batch.LoadRound); the mappings include those of the
+        # batch's commands, found by the same statement
+        first = LoadRound()
+        orgs_todo = sorted(o for o in orgs if o not in self.t.integrations)
+        if orgs_todo:
+            storage.query_integrations(first, orgs_todo)
         if users_crm or users_portal:
-            self._merge_users(await storage.load_users(self.conn, sorted(users_crm), sorted(users_portal)),
-                              users_crm, users_portal)
-        await self._load_projects(projects)
+            storage.query_users(first, sorted(users_crm), sorted(users_portal))
+        projects_todo = sorted(k for k in projects if k not in self.t.projects)
+        if projects_todo:
+            storage.query_projects(first, projects_todo)
         if links_project or links_record:
-            self._merge_links(await storage.load_links(self.conn, sorted(links_project), sorted(links_record)),
-                              links_project, links_record)
-        await self._load_names(names)
-        await self._load_pm_tasks(pm_tasks)
-        await self._load_crm_tasks(crm_tasks)
-        await self._load_commands(commands)
-        hub_ids = {c.hub_task_id for c in self.t.commands.values() if c is not None}
-        await self._load_mappings(by_pm, by_crm, hub_ids)
-        # what a CRM-side change of a mapped task checks (S10/S11): the PM task and its project
-        mapped = [self.t.mappings[h] for k in by_crm if (h := self.t.by_crm.get(k)) is not None]
-        await self._load_pm_tasks({(m.org_id, m.pm_task_id) for m in mapped if m.pm_task_id is not None})
-        await self._load_projects({(m.org_id, m.project_id) for m in mapped})
+            storage.query_links(first, sorted(links_project), sorted(links_record))
+        names_todo = sorted(k for k in names if k not in self.t.names)
+        if names_todo:
+            storage.query_display_names(first, names_todo)
+        pm_todo = sorted(k for k in pm_tasks if k not in self.t.pm_tasks)
+        if pm_todo:
+            storage.query_pm_tasks(first, pm_todo)
+        crm_todo = sorted(k for k in crm_tasks if k not in self.t.crm_tasks)
+        if crm_todo:
+            storage.query_crm_tasks(first, crm_todo)
+        commands_todo = sorted(i for i in commands if i not in self.t.commands)
+        of_commands = storage.query_commands(first, commands_todo) if commands_todo else None
+        pm_keys = {k for k in by_pm if k not in self.t.pm_loaded}
+        crm_keys = {k for k in by_crm if k not in self.t.crm_loaded}
+        if pm_keys or crm_keys or of_commands:
+            storage.query_mappings(first, by_pm=sorted(pm_keys), by_crm=sorted(crm_keys), of_commands=of_commands)
+        loaded = await first.fetch(self.conn)
 
+        if orgs_todo:
+            self._take_integrations(orgs_todo, storage.integrations_of(loaded["integrations"]))
+        if users_crm or users_portal:
+            self._merge_users(storage.users_of(loaded), users_crm, users_portal)
+        if projects_todo:
+            self._take_projects(projects_todo, storage.projects_of(loaded["projects"]))
+        if links_project or links_record:
+            self._merge_links(storage.links_of(loaded), links_project, links_record)
+        if names_todo:
+            self._take_names(names_todo, storage.display_names_of(loaded["display_names"]))
+        if pm_todo:
+            self._take_pm_tasks(pm_todo, storage.pm_tasks_of(loaded["pm_tasks"]))
+        if crm_todo:
+            self._take_crm_tasks(crm_todo, storage.crm_tasks_of(loaded["crm_tasks"]))
+        if commands_todo:
+            self._take_commands(commands_todo, storage.commands_of(loaded["task_commands"]))
+        if "task_mappings" in loaded:
+            hub_ids = {c.hub_task_id for i in commands_todo if (c := self.t.commands[i]) is not None}
+            self._take_mappings(storage.mappings_of(loaded["task_mappings"]), pm_keys, crm_keys, hub_ids)
+
+        # what a CRM-side change of a mapped task checks (S10/S11): the PM task and its project, a second round
+        mapped = [self.t.mappings[h] for k in by_crm if (h := self.t.by_crm.get(k)) is not None]
+        pm_more = sorted({(m.org_id, m.pm_task_id) for m in mapped if m.pm_task_id is not None} - self.t.pm_tasks.keys())
+        projects_more = sorted({(m.org_id, m.project_id) for m in mapped} - self.t.projects.keys())
+        second = LoadRound()
+        if pm_more:
+            storage.query_pm_tasks(second, pm_more)
+        if projects_more:
+            storage.query_projects(second, projects_more)
+        loaded = await second.fetch(self.conn)
+        if pm_more:
+            self._take_pm_tasks(pm_more, storage.pm_tasks_of(loaded["pm_tasks"]))
+        if projects_more:
+            self._take_projects(projects_more, storage.projects_of(loaded["projects"]))

@@ -11,8 +11,11 @@ class ProjectionRows(Rows):
     async def _load_integrations(self, orgs: set[str]) -> None:
         todo = sorted(o for o in orgs if o not in self.t.integrations)
         if todo:
-            found = {i.org_id: i for i in await storage.load_integrations(self.conn, todo)}
-            self.t.integrations.update({o: found.get(o) for o in todo})
+            self._take_integrations(todo, await storage.load_integrations(self.conn, todo))
+
+    def _take_integrations(self, todo: list[str], rows: list[Integration]) -> None:
+        found = {i.org_id: i for i in rows}
+        self.t.integrations.update({o: found.get(o) for o in todo})
 
     def _merge_users(self, users: list[User], by_crm: set[tuple[str, str]], by_portal: set[tuple[str, str]]) -> None:
         for k in by_crm:
@@ -25,8 +28,11 @@ class ProjectionRows(Rows):
     async def _load_projects(self, keys: set[tuple[str, str]]) -> None:
         todo = sorted(k for k in keys if k not in self.t.projects)
         if todo:
-            found = {(r.org_id, r.project_id): r for r in await storage.load_projects(self.conn, todo)}
-            self.t.projects.update({k: found.get(k) for k in todo})
+            self._take_projects(todo, await storage.load_projects(self.conn, todo))
+
+    def _take_projects(self, todo: list[tuple[str, str]], rows: list[Project]) -> None:
+        found = {(r.org_id, r.project_id): r for r in rows}
+        self.t.projects.update({k: found.get(k) for k in todo})
 
     def _merge_links(self, links: list[Link], by_project: set[tuple[str, str]],
                      by_record: set[tuple[str, str, str]]) -> None:
@@ -38,8 +44,11 @@ class ProjectionRows(Rows):
     async def _load_names(self, keys: set[tuple[str, str, str]]) -> None:
         todo = sorted(k for k in keys if k not in self.t.names)
         if todo:
-            found = {(r.org_id, r.kind, r.id): r for r in await storage.load_display_names(self.conn, todo)}
-            self.t.names.update({k: found.get(k) for k in todo})
+            self._take_names(todo, await storage.load_display_names(self.conn, todo))
+
+    def _take_names(self, todo: list[tuple[str, str, str]], rows: list[DisplayName]) -> None:
+        found = {(r.org_id, r.kind, r.id): r for r in rows}
+        self.t.names.update({k: found.get(k) for k in todo})
 
     async def integration(self, org_id: str) -> Integration | None:
         await self._load_integrations({org_id})

@@ -16,20 +16,29 @@ class TaskRows(Rows):
     async def _load_pm_tasks(self, keys: set[tuple[str, str]]) -> None:
         todo = sorted(k for k in keys if k not in self.t.pm_tasks)
         if todo:
-            found = {(r.org_id, r.task_id): r for r in await storage.load_pm_tasks(self.conn, todo)}
-            self.t.pm_tasks.update({k: found.get(k) for k in todo})
+            self._take_pm_tasks(todo, await storage.load_pm_tasks(self.conn, todo))
+
+    def _take_pm_tasks(self, todo: list[tuple[str, str]], rows: list[PmTask]) -> None:
+        found = {(r.org_id, r.task_id): r for r in rows}
+        self.t.pm_tasks.update({k: found.get(k) for k in todo})
 
     async def _load_crm_tasks(self, keys: set[tuple[str, str]]) -> None:
         todo = sorted(k for k in keys if k not in self.t.crm_tasks)
         if todo:
-            found = {(r.org_id, r.task_id): r for r in await storage.load_crm_tasks(self.conn, todo)}
-            self.t.crm_tasks.update({k: found.get(k) for k in todo})
+            self._take_crm_tasks(todo, await storage.load_crm_tasks(self.conn, todo))
+
+    def _take_crm_tasks(self, todo: list[tuple[str, str]], rows: list[CrmTask]) -> None:
+        found = {(r.org_id, r.task_id): r for r in rows}
+        self.t.crm_tasks.update({k: found.get(k) for k in todo})
 
     async def _load_commands(self, ids: set[uuid.UUID]) -> None:
         todo = sorted(i for i in ids if i not in self.t.commands)
         if todo:
-            found = {c.command_id: c for c in await storage.load_commands(self.conn, todo)}
-            self.t.commands.update({i: found.get(i) for i in todo})
+            self._take_commands(todo, await storage.load_commands(self.conn, todo))
+
+    def _take_commands(self, todo: list[uuid.UUID], rows: list[Command]) -> None:
+        found = {c.command_id: c for c in rows}
+        self.t.commands.update({i: found.get(i) for i in todo})
 
     async def _load_mappings(self, by_pm: set[tuple[str, str]], by_crm: set[tuple[str, str]],
                              ids: set[uuid.UUID]) -> None:
@@ -39,7 +48,12 @@ class TaskRows(Rows):
         ids = {i for i in ids if i not in self.t.ids_loaded and i not in self.t.mappings}
         if not (by_pm or by_crm or ids):
             return
-        for m in await storage.load_mappings(self.conn, by_pm=sorted(by_pm), by_crm=sorted(by_crm), hub_task_ids=sorted(ids)):
+        found = await storage.load_mappings(self.conn, by_pm=sorted(by_pm), by_crm=sorted(by_crm), hub_task_ids=sorted(ids))
+        self._take_mappings(found, by_pm, by_crm, ids)
+
+    def _take_mappings(self, rows: list[Mapping], by_pm: set[tuple[str, str]], by_crm: set[tuple[str, str]],
+                       ids: set[uuid.UUID]) -> None:
+        for m in rows:
             self._hold(m, LATE)
         self.t.pm_loaded |= by_pm
         self.t.crm_loaded |= by_crm
