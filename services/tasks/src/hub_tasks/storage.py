@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -23,6 +23,7 @@ from hub_tasks.records import (Command, CrmTask, Decision, DisplayName, Integrat
                                User)
 
 Row = dict[str, Any]
+R = TypeVar("R")
 Keys = Sequence[tuple[str, ...]]
 
 
@@ -37,8 +38,9 @@ def _of(cls: type, rows: Sequence[asyncpg.Record]) -> list[Any]:
 
 # --- loads ---------------------------------------------------------------------------------
 #
-# Each load is a `query_*` that adds its sub-select to a `LoadRound` (the batch's first loads go out as one
-# statement, see TasksState._preload) and a `*_of` that types its rows; `load_*` is the same load on its own.
+# Each load adds its sub-select to a `LoadRound` (the batch's first loads go out as one statement, see
+# TasksState._preload) and has a function that types its rows, and the same load on its own: a `KeyedLoad` for
+# a table read by its composite key, `query_*` / `*_of` / `load_*` for the others.
 
 
 def _in(r: LoadRound, columns: str, keys: Keys, width: int) -> str:
@@ -51,6 +53,34 @@ async def _alone(conn: asyncpg.Connection, query: Callable[..., None], name: str
     r = LoadRound()
     query(r, *keys)
     return (await r.fetch(conn))[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyedLoad(Generic[R]):
+    """A table read by its composite text key: `query` adds the load to a round, `of` types what the round
+    returned, `load` does both on its own."""
+
+    table: str
+    key: tuple[str, ...]
+    row: type[R]
+
+    def query(self, r: LoadRound, keys: Keys) -> None:
+        columns = ", ".join(f"t.{c}" for c in self.key)
+        r.add(self.table, f"SELECT t FROM {self.table} t WHERE {_in(r, columns, keys, len(self.key))}")
+
+    def of(self, loaded: dict[str, list[asyncpg.Record]]) -> list[R]:
+        return _of(self.row, loaded[self.table])
+
+    async def load(self, conn: asyncpg.Connection, keys: Keys) -> list[R]:
+        r = LoadRound()
+        self.query(r, keys)
+        return self.of(await r.fetch(conn))
+
+
+PROJECTS = KeyedLoad("projects", ("org_id", "project_id"), Project)
+DISPLAY_NAMES = KeyedLoad("display_names", ("org_id", "kind", "id"), DisplayName)
+PM_TASKS = KeyedLoad("pm_tasks", ("org_id", "task_id"), PmTask)
+CRM_TASKS = KeyedLoad("crm_tasks", ("org_id", "task_id"), CrmTask)
 
 
 def query_integrations(r: LoadRound, org_ids: Sequence[str]) -> None:
@@ -83,18 +113,6 @@ async def load_users(conn: asyncpg.Connection, by_crm: Keys, by_portal: Keys) ->
     return users_of(await r.fetch(conn))
 
 
-def query_projects(r: LoadRound, keys: Keys) -> None:
-    r.add("projects", f"SELECT t FROM projects t WHERE {_in(r, 't.org_id, t.project_id', keys, 2)}")
-
-
-def projects_of(rows: Sequence[asyncpg.Record]) -> list[Project]:
-    return _of(Project, rows)
-
-
-async def load_projects(conn: asyncpg.Connection, keys: Keys) -> list[Project]:
-    return projects_of(await _alone(conn, query_projects, "projects", keys))
-
-
 def query_links(r: LoadRound, by_project: Keys, by_record: Keys) -> None:
     """Every link row (linked or not) of the (org, project)s and of the (org, record type, record id)s: two loads,
     as for users; `links_of` keeps one of a row found by both."""
@@ -114,47 +132,11 @@ async def load_links(conn: asyncpg.Connection, by_project: Keys, by_record: Keys
     return links_of(await r.fetch(conn))
 
 
-def query_display_names(r: LoadRound, keys: Keys) -> None:
-    r.add("display_names", f"SELECT t FROM display_names t WHERE {_in(r, 't.org_id, t.kind, t.id', keys, 3)}")
-
-
-def display_names_of(rows: Sequence[asyncpg.Record]) -> list[DisplayName]:
-    return _of(DisplayName, rows)
-
-
-async def load_display_names(conn: asyncpg.Connection, keys: Keys) -> list[DisplayName]:
-    return display_names_of(await _alone(conn, query_display_names, "display_names", keys))
-
-
-def query_pm_tasks(r: LoadRound, keys: Keys) -> None:
-    r.add("pm_tasks", f"SELECT t FROM pm_tasks t WHERE {_in(r, 't.org_id, t.task_id', keys, 2)}")
-
-
-def pm_tasks_of(rows: Sequence[asyncpg.Record]) -> list[PmTask]:
-    return _of(PmTask, rows)
-
-
-async def load_pm_tasks(conn: asyncpg.Connection, keys: Keys) -> list[PmTask]:
-    return pm_tasks_of(await _alone(conn, query_pm_tasks, "pm_tasks", keys))
-
-
 async def load_flagged_pm_tasks(conn: asyncpg.Connection, org_id: str, portal_id: str) -> list[PmTask]:
     """The PM tasks of a portal a resync may back-fill (flagged, not recurring, not deleted)."""
     return _of(PmTask, await conn.fetch(
         "SELECT * FROM pm_tasks WHERE org_id = $1 AND portal_id = $2 AND add_to_crm AND NOT recurring AND NOT deleted",
         org_id, portal_id))
-
-
-def query_crm_tasks(r: LoadRound, keys: Keys) -> None:
-    r.add("crm_tasks", f"SELECT t FROM crm_tasks t WHERE {_in(r, 't.org_id, t.task_id', keys, 2)}")
-
-
-def crm_tasks_of(rows: Sequence[asyncpg.Record]) -> list[CrmTask]:
-    return _of(CrmTask, rows)
-
-
-async def load_crm_tasks(conn: asyncpg.Connection, keys: Keys) -> list[CrmTask]:
-    return crm_tasks_of(await _alone(conn, query_crm_tasks, "crm_tasks", keys))
 
 
 _MAPPING_COLUMNS = [f.name for f in dataclasses.fields(Mapping)]

@@ -131,18 +131,18 @@ class TasksState(ProjectionRows, TaskRows):
             storage.query_users(first, sorted(users_crm), sorted(users_portal))
         projects_todo = sorted(k for k in projects if k not in self.t.projects)
         if projects_todo:
-            storage.query_projects(first, projects_todo)
+            storage.PROJECTS.query(first, projects_todo)
         if links_project or links_record:
             storage.query_links(first, sorted(links_project), sorted(links_record))
         names_todo = sorted(k for k in names if k not in self.t.names)
         if names_todo:
-            storage.query_display_names(first, names_todo)
+            storage.DISPLAY_NAMES.query(first, names_todo)
         pm_todo = sorted(k for k in pm_tasks if k not in self.t.pm_tasks)
         if pm_todo:
-            storage.query_pm_tasks(first, pm_todo)
+            storage.PM_TASKS.query(first, pm_todo)
         crm_todo = sorted(k for k in crm_tasks if k not in self.t.crm_tasks)
         if crm_todo:
-            storage.query_crm_tasks(first, crm_todo)
+            storage.CRM_TASKS.query(first, crm_todo)
         commands_todo = sorted(i for i in commands if i not in self.t.commands)
         of_commands = storage.query_commands(first, commands_todo) if commands_todo else None
         pm_keys = {k for k in by_pm if k not in self.t.pm_loaded}
@@ -156,15 +156,15 @@ class TasksState(ProjectionRows, TaskRows):
         if users_crm or users_portal:
             self._merge_users(storage.users_of(loaded), users_crm, users_portal)
         if projects_todo:
-            self._take_projects(projects_todo, storage.projects_of(loaded["projects"]))
+            self._take_projects(projects_todo, storage.PROJECTS.of(loaded))
         if links_project or links_record:
             self._merge_links(storage.links_of(loaded), links_project, links_record)
         if names_todo:
-            self._take_names(names_todo, storage.display_names_of(loaded["display_names"]))
+            self._take_names(names_todo, storage.DISPLAY_NAMES.of(loaded))
         if pm_todo:
-            self._take_pm_tasks(pm_todo, storage.pm_tasks_of(loaded["pm_tasks"]))
+            self._take_pm_tasks(pm_todo, storage.PM_TASKS.of(loaded))
         if crm_todo:
-            self._take_crm_tasks(crm_todo, storage.crm_tasks_of(loaded["crm_tasks"]))
+            self._take_crm_tasks(crm_todo, storage.CRM_TASKS.of(loaded))
         if commands_todo:
             self._take_commands(commands_todo, storage.commands_of(loaded["task_commands"]))
         if "task_mappings" in loaded:
@@ -177,11 +177,11 @@ class TasksState(ProjectionRows, TaskRows):
         projects_more = sorted({(m.org_id, m.project_id) for m in mapped} - self.t.projects.keys())
         second = LoadRound()
         if pm_more:
-            storage.query_pm_tasks(second, pm_more)
+            storage.PM_TASKS.query(second, pm_more)
         if projects_more:
-            storage.query_projects(second, projects_more)
+            storage.PROJECTS.query(second, projects_more)
         loaded = await second.fetch(self.conn)
         if pm_more:
-            self._take_pm_tasks(pm_more, storage.pm_tasks_of(loaded["pm_tasks"]))
+            self._take_pm_tasks(pm_more, storage.PM_TASKS.of(loaded))
         if projects_more:
-            self._take_projects(projects_more, storage.projects_of(loaded["projects"]))
+            self._take_projects(projects_more, storage.PROJECTS.of(loaded))

@@ -28,7 +28,7 @@ class ProjectionRows(Rows):
     async def _load_projects(self, keys: set[tuple[str, str]]) -> None:
         todo = sorted(k for k in keys if k not in self.t.projects)
         if todo:
-            self._take_projects(todo, await storage.load_projects(self.conn, todo))
+            self._take_projects(todo, await storage.PROJECTS.load(self.conn, todo))
 
     def _take_projects(self, todo: list[tuple[str, str]], rows: list[Project]) -> None:
         found = {(r.org_id, r.project_id): r for r in rows}
@@ -44,7 +44,7 @@ class ProjectionRows(Rows):
     async def _load_names(self, keys: set[tuple[str, str, str]]) -> None:
         todo = sorted(k for k in keys if k not in self.t.names)
         if todo:
-            self._take_names(todo, await storage.load_display_names(self.conn, todo))
+            self._take_names(todo, await storage.DISPLAY_NAMES.load(self.conn, todo))
 
     def _take_names(self, todo: list[tuple[str, str, str]], rows: list[DisplayName]) -> None:
         found = {(r.org_id, r.kind, r.id): r for r in rows}

@@ -16,7 +16,7 @@ class TaskRows(Rows):
     async def _load_pm_tasks(self, keys: set[tuple[str, str]]) -> None:
         todo = sorted(k for k in keys if k not in self.t.pm_tasks)
         if todo:
-            self._take_pm_tasks(todo, await storage.load_pm_tasks(self.conn, todo))
+            self._take_pm_tasks(todo, await storage.PM_TASKS.load(self.conn, todo))
 
     def _take_pm_tasks(self, todo: list[tuple[str, str]], rows: list[PmTask]) -> None:
         found = {(r.org_id, r.task_id): r for r in rows}
@@ -25,7 +25,7 @@ class TaskRows(Rows):
     async def _load_crm_tasks(self, keys: set[tuple[str, str]]) -> None:
         todo = sorted(k for k in keys if k not in self.t.crm_tasks)
         if todo:
-            self._take_crm_tasks(todo, await storage.load_crm_tasks(self.conn, todo))
+            self._take_crm_tasks(todo, await storage.CRM_TASKS.load(self.conn, todo))
 
     def _take_crm_tasks(self, todo: list[tuple[str, str]], rows: list[CrmTask]) -> None:
         found = {(r.org_id, r.task_id): r for r in rows}
