@@ -36,6 +36,14 @@ class KafkaSettings(BaseModel):
             "It bounds how often an idle consumer wakes and how long a graceful stop waits for the loop; it adds "
             "no latency (hub_platform.service.poll_without_idle_sleep)."),
     )
+    batch_topup_ms: int = Field(
+        5, ge=0,
+        description=(
+            "A poll that found records already fetched (the consumer was busy with the previous batch) asks the broker "
+            "once more, waiting up to this long, before the batch is handled: aiokafka fetches a partition again only "
+            "once its buffered records are taken, so what arrived during the previous batch would otherwise wait for "
+            "the next one too (hub_platform.service.poll_without_idle_sleep). 0: off."),
+    )
     batch_concurrency: int = Field(
         1, ge=1,
         description=(
