@@ -27,6 +27,8 @@ FIGURES = (
     ("p50 at 50% load (ms)", lambda s: s["at50"]["p50_ms"], "lower is better"),
     ("p99 at 80% load (ms)", lambda s: s["at80"]["p99_ms"], "lower is better"),
     ("peak RSS (MB)", lambda s: s["rss_peak_mb"], "lower is better"),
+    ("p50 at the same rate (ms)", lambda s: s["same"]["p50_ms"], "lower is better"),
+    ("p99 at the same rate (ms)", lambda s: s["same"]["p99_ms"], "lower is better"),
 )
 """What `make bench BASE=<ref>` compares: (name, how to read it from a scenario's result, which way is better)."""
 
@@ -51,11 +53,15 @@ def comparison(r: dict[str, Any]) -> list[str]:
         if s["scenario"] not in old:
             continue
         for (name, a, c, q), (_, _, better) in zip(ratios(s, old[s["scenario"]]), FIGURES):
-            fmt = fmt_rate if "/s" in name else (lambda x: f"{x:.3f}") if "CPU" in name else _ms
+            if "same rate" in name:
+                if "same" not in s:
+                    continue  # HUB_BENCH_SAME_RATE not given: no row rather than n/a
+                name = name.replace("the same rate", f"{fmt_rate(s['same']['target_rate'])}/s, both")
+            fmt = fmt_rate if name.startswith("sustained") else (lambda x: f"{x:.3f}") if "CPU" in name else _ms
             rows.append([s["scenario"], name, fmt(a), fmt(c), "n/a" if math.isnan(q) else f"{q:.2f}", better])
     return [f"**New ÷ old**: the current tree against the baseline {b['describe']}, every scenario run with both trees "
             "back to back in this run, on the same broker and database (each tree's latency runs at 50% and 80% of "
-            "its own maximum).", "", table(rows, ["service", "figure", "new", "old", "new ÷ old", ""])]
+            "its own maximum; the rows \"at <rate>/s, both\" at one rate for both trees, HUB_BENCH_SAME_RATE).", "", table(rows, ["service", "figure", "new", "old", "new ÷ old", ""])]
 
 
 def render(r: dict[str, Any]) -> str:
@@ -96,7 +102,7 @@ def render(r: dict[str, Any]) -> str:
     out += ["", "**Latency** ingest `occurred_at` -> output event read by the bench (ms)", ""]
     rows = []
     for name, s in runs(r):
-        for label, key in (("10/s", "quiet"), ("50%", "at50"), ("80%", "at80")):
+        for label, key in (("10/s", "quiet"), ("50%", "at50"), ("80%", "at80"), ("same rate", "same")):
             x = s.get(key)
             if not x:
                 continue

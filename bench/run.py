@@ -15,6 +15,9 @@ Settings (environment):
   HUB_BENCH_SCALING=0       leave out the scaling table (1, 2, 3 replicas of tasks: bench/scaling.py)
   HUB_BENCH_BASELINE_REF    a git ref (`make bench BASE=d57f9af`): every scenario also runs with that commit's
                             services (bench/baseline.py), back to back, and the report divides new by old
+  HUB_BENCH_SAME_RATE       one more paced latency run at this absolute rate, the same for every tree ("200", or per
+                            service "tasks=300,linking=150,echo=600"; default none): the 50%/80% runs put each tree at
+                            a share of its own maximum, this one compares the trees under the very same load
 Figures are printed, never asserted.
 """
 
@@ -39,6 +42,17 @@ RUN_DIR = h.ROOT / "var" / "bench"
 QUIET_RATE = 10
 """Events/s of the quiet-stream latency run: one event per batch, so it shows the path's floor (poll, one
 transaction, relay, broker) without any queueing behind other events."""
+
+
+def same_rate(service: str) -> float | None:
+    """HUB_BENCH_SAME_RATE for `service`: one number for all, or `service=rate` pairs; None where none is given."""
+    raw = os.environ.get("HUB_BENCH_SAME_RATE", "").strip()
+    if not raw:
+        return None
+    if "=" not in raw:
+        return float(raw)
+    rates = dict(part.split("=", 1) for part in raw.split(",") if part.strip())
+    return float(rates[service]) if service in rates else None
 
 
 def env_int(name: str, default: int) -> int:
@@ -399,6 +413,9 @@ async def bench_scenario(sc: Scenario, infra: h.Infra, dbs: h.Databases, run_dir
             h.log(f"{label}: latency at 80% ({h.fmt_rate(top * 0.8)}/s for {lat_seconds}s), lag sampled")
             res["at80"] = await p.paced(top * 0.8, lat_seconds, sample_lag=True)
             res["at80"]["seconds"] = lat_seconds
+        if (rate := same_rate(sc.name)) is not None:
+            h.log(f"{label}: latency at the same rate for every tree ({h.fmt_rate(rate)}/s for {lat_seconds}s)")
+            res["same"] = await p.paced(rate, lat_seconds)
         res["rss_peak_mb"] = p.proc.peak_rss / 2**20
         res["rss_end_mb"] = p.proc.current_rss() / 2**20
     finally:

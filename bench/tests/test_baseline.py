@@ -15,7 +15,7 @@ import pytest
 from bench import baseline
 from bench import harness as h
 from bench.report import comparison, ratios
-from bench.run import Pipeline
+from bench.run import Pipeline, same_rate
 from bench.scenarios import ECHO
 from hub_devstack.pytest_plugin import TestKafka
 
@@ -38,6 +38,20 @@ def test_new_over_old_for_each_figure() -> None:
     assert all(math.isnan(q) for _, _, _, q in ratios(new, {"scenario": "echo"})), "a missing figure is n/a, not an error"
     text = "\n".join(comparison({"scenarios": [new], "baseline": {"describe": "d57f9af", "scenarios": [old]}}))
     assert "| echo    | sustained max/s" in text and "3.00" in text
+    assert "same rate" not in text and "both" not in text.split("\n", 1)[1], "no same-rate run: no row for it"
+
+
+def test_the_same_rate_run_is_compared_under_the_same_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUB_BENCH_SAME_RATE", "tasks=300,echo=600")
+    assert (same_rate("tasks"), same_rate("echo"), same_rate("linking")) == (300.0, 600.0, None)
+    monkeypatch.setenv("HUB_BENCH_SAME_RATE", "250")
+    assert same_rate("linking") == 250.0
+    new = {"scenario": "tasks", "same": {"target_rate": 300.0, "p50_ms": 30.0, "p99_ms": 90.0}}
+    old = {"scenario": "tasks", "same": {"target_rate": 300.0, "p50_ms": 60.0, "p99_ms": 360.0}}
+    got = {name: q for name, _, _, q in ratios(new, old)}
+    assert got["p50 at the same rate (ms)"] == 0.5 and got["p99 at the same rate (ms)"] == 0.25
+    text = "\n".join(comparison({"scenarios": [new], "baseline": {"describe": "d57f9af", "scenarios": [old]}}))
+    assert "| tasks   | p50 at 300/s, both (ms)" in text and "| 0.50 " in text and "| 0.25 " in text
 
 
 @pytest.mark.integration
