@@ -32,7 +32,10 @@ class RecordingConsumer:
         self.calls.append(kwargs)
         if self.waits:
             await asyncio.sleep(self.waits)
-        return self.answers.pop(0)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 @pytest.fixture
@@ -83,6 +86,17 @@ async def test_a_poll_that_found_records_buffered_asks_once_more_for_the_room_le
     consumer = RecordingConsumer([{"p0": ["a", "b"], "p1": ["c"]}, {"p0": ["d"], "p2": ["e"]}])
     assert await sub.get_msg(consumer) == ("a", "b", "c", "d", "e"), "p0's later offsets come after its first ones"
     assert consumer.calls == [{"timeout_ms": 123, "max_records": 7}, {"timeout_ms": 9, "max_records": 4}]
+
+
+async def test_a_failed_second_poll_keeps_what_the_first_one_took() -> None:
+    """The first poll has moved the consumer's positions past its records: raising would skip them, and the next
+    batch's commit would step over them for good."""
+    kafka = KafkaSettings(batch_max_records=7, batch_topup_ms=9)
+    sub = subscriber(kafka)
+    poll_without_idle_sleep(sub, kafka)
+    consumer = RecordingConsumer([{"p0": ["a", "b"]}, RuntimeError("topic authorization failed")])  # type: ignore[list-item]
+    assert await sub.get_msg(consumer) == ("a", "b")
+    assert len(consumer.calls) == 2
 
 
 @pytest.mark.parametrize(

@@ -128,7 +128,15 @@ def poll_without_idle_sleep(subscriber: Any, kafka: KafkaSettings) -> None:
         records = list(chain.from_iterable(messages.values()))
         room = kafka.batch_max_records - len(records)
         if records and room > 0 and kafka.batch_topup_ms and loop_time().time() - started < BUFFERED_POLL_SECONDS:
-            more = await consumer.getmany(timeout_ms=kafka.batch_topup_ms, max_records=room)
+            try:
+                more = await consumer.getmany(timeout_ms=kafka.batch_topup_ms, max_records=room)
+            except Exception as exc:  # noqa: BLE001 - see below
+                # the records taken already have moved the consumer's positions: raising here would skip them, and
+                # a later batch's commit would step over them for good. They are handled; the error is only logged
+                # (aiokafka itself returns what it drained and keeps an error for the next poll).
+                log.warning("second poll of a batch failed; the batch goes on with what the first poll took",
+                            error=repr(exc), records=len(records))
+                return tuple(records)
             records.extend(chain.from_iterable(more.values()))  # later offsets of the same partitions: order holds
         return tuple(records)
 
