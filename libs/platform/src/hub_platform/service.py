@@ -120,14 +120,12 @@ def poll_without_idle_sleep(subscriber: Any, kafka: KafkaSettings) -> None:
     is answered at once when the broker holds records). A poll that had to wait was idle: nothing more to take."""
     from itertools import chain
 
-    loop_time = asyncio.get_running_loop
-
     async def get_msg(consumer: Any) -> tuple[ConsumerRecord, ...]:
-        started = loop_time().time()
+        started = time.monotonic()
         messages = await consumer.getmany(timeout_ms=kafka.batch_timeout_ms, max_records=kafka.batch_max_records)
         records = list(chain.from_iterable(messages.values()))
         room = kafka.batch_max_records - len(records)
-        if records and room > 0 and kafka.batch_topup_ms and loop_time().time() - started < BUFFERED_POLL_SECONDS:
+        if records and room > 0 and kafka.batch_topup_ms and time.monotonic() - started < BUFFERED_POLL_SECONDS:
             try:
                 more = await consumer.getmany(timeout_ms=kafka.batch_topup_ms, max_records=room)
             except Exception as exc:  # noqa: BLE001 - see below
